@@ -1,0 +1,1 @@
+"""Execution backends: carry out placements decided by the scheduler (local, ray, kubernetes)."""

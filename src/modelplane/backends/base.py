@@ -1,0 +1,131 @@
+"""The backend interface: launch placed tasks, stop them, watch them, read their logs.
+
+Public methods live here and carry timing and error translation (the template method SkyPilot
+uses); each backend implements the ``_`` hooks. Backends are picked by name from ``registry``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from modelplane.core.errors import ModelplaneError
+
+
+class BackendError(ModelplaneError):
+    status_code = 502
+
+
+class TaskPhase(StrEnum):
+    STARTING = "Starting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    LOST = "Lost"  # the backend can no longer see the task (node gone, process vanished)
+
+
+FINISHED_PHASES = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.LOST})
+
+
+@dataclass(frozen=True)
+class TaskLaunch:
+    """Everything a backend needs to start one task of a placed job."""
+
+    job_id: str
+    job_name: str
+    pod_set: str
+    index: int
+    rank: int
+    world_size: int
+    node: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    devices: tuple[int, ...] = ()
+    gpu_milli: int = 0
+    accelerator_model: str | None = None
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    job_id: str
+    rank: int
+    phase: TaskPhase
+    exit_code: int | None = None
+    message: str = ""
+    handle: str = ""  # backend-specific identity, stored so that a restarted control plane can re-adopt
+
+
+class Backend(ABC):
+    name: str = "abstract"
+
+    def __init__(self) -> None:
+        self.last_launch_seconds: float = 0.0
+
+    # -- public API: timing and error translation around the hooks --------------------------------
+
+    def launch(self, tasks: Sequence[TaskLaunch]) -> list[TaskStatus]:
+        start = time.perf_counter()
+        try:
+            return self._launch(tasks)
+        except ModelplaneError:
+            raise
+        except Exception as exc:  # translate the backend's own exception into one with a fix
+            raise BackendError(f"{self.name} backend could not launch: {exc}",
+                               hint="see the control plane log for details") from exc
+        finally:
+            self.last_launch_seconds = time.perf_counter() - start
+
+    def stop(self, job_id: str, grace_seconds: float = 10.0) -> None:
+        self._stop(job_id, grace_seconds)
+
+    def poll(self, job_id: str, known: Sequence[TaskStatus]) -> list[TaskStatus]:
+        """Current status of a job's tasks. ``known`` are the statuses last stored (with handles),
+        so that a backend restarted since the launch can still find its tasks, or report them LOST."""
+        return self._poll(job_id, known)
+
+    def read_logs(self, job_id: str, rank: int, offset: int = 0) -> tuple[str, int]:
+        """Log text of one task from byte ``offset``, and the offset to continue from."""
+        return self._read_logs(job_id, rank, offset)
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _launch(self, tasks: Sequence[TaskLaunch]) -> list[TaskStatus]: ...
+
+    @abstractmethod
+    def _stop(self, job_id: str, grace_seconds: float) -> None: ...
+
+    @abstractmethod
+    def _poll(self, job_id: str, known: Sequence[TaskStatus]) -> list[TaskStatus]: ...
+
+    @abstractmethod
+    def _read_logs(self, job_id: str, rank: int, offset: int) -> tuple[str, int]: ...
+
+
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
+    def deco(factory: Callable[..., Backend]) -> Callable[..., Backend]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def create_backend(name: str, **kwargs: object) -> Backend:
+    if name == "local" and name not in _REGISTRY:
+        import modelplane.backends.local  # noqa: F401  (registers itself)
+    if name not in _REGISTRY:
+        raise ModelplaneError(
+            f"unknown backend {name!r}",
+            hint=f"set MODELPLANE_BACKEND to one of: {', '.join(sorted(_REGISTRY) or ['local'])}",
+        )
+    return _REGISTRY[name](**kwargs)

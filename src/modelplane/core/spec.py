@@ -1,0 +1,278 @@
+"""Job manifests in the Kubernetes style: ``apiVersion: modelplane/v1``, ``kind``, ``metadata``, ``spec``.
+
+A manifest is validated here once; everything downstream works on typed objects. Validation errors
+name the field path (``spec.template.resources.cpu``) and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelplane.core.affinity import Affinity, Toleration
+from modelplane.core.errors import InvalidSpec
+from modelplane.core.quantity import parse_accelerators, parse_cpu_milli, parse_memory_mib
+from modelplane.core.workload import PodSet, TaskRequest, Workload
+
+API_VERSION = "modelplane/v1"
+JOB_KINDS = ("TrainingJob", "InferenceDeployment", "Pipeline", "FederatedJob")
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(_Spec):
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    team: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ResourceRequest(_Spec):
+    cpu: str | int | float = "1"
+    memory: str | int = "1Gi"
+    accelerators: str | int | float = Field(
+        default=0, description="devices per task: whole (2) or a share of one device (0.5)"
+    )
+    accelerator_model: str | None = Field(
+        default=None,
+        alias="acceleratorModel",
+        description="acceptable models separated by '|', e.g. 'NVIDIA-A100|V100M32'",
+    )
+
+    def to_request(self, path: str) -> TaskRequest:
+        count, milli = parse_accelerators(self.accelerators, f"{path}.accelerators")
+        models = tuple(m.strip() for m in (self.accelerator_model or "").split("|") if m.strip())
+        return TaskRequest(
+            cpu_milli=parse_cpu_milli(self.cpu, f"{path}.cpu"),
+            memory_mib=parse_memory_mib(self.memory, f"{path}.memory"),
+            gpu_count=count,
+            gpu_milli=milli,
+            gpu_models=models,
+        )
+
+
+class TaskTemplate(_Spec):
+    """What one task runs. ``command`` is an argv list run by the backend."""
+
+    command: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = Field(default=None, alias="workingDir")
+    image: str | None = Field(default=None, description="container image for the Kubernetes backend")
+    resources: ResourceRequest = Field(default_factory=ResourceRequest)
+
+
+class Scheduling(_Spec):
+    """Placement constraints shared by every kind."""
+
+    affinity: Affinity | None = None
+    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tee: str | None = Field(default=None, description="run only on TEE nodes: 'any', 'sgx', 'tdx', 'sev-snp'")
+
+
+class RestartPolicy(_Spec):
+    max_restarts: int = Field(default=0, ge=0, alias="maxRestarts")
+
+
+class _JobSpecBase(Scheduling):
+    queue: str = Field(min_length=1)
+    priority: int | None = Field(default=None, description="overrides the computed priority")
+    deadline: datetime | None = None
+    estimated_duration: float | None = Field(
+        default=None, gt=0, alias="estimatedDurationSeconds", description="runtime estimate in seconds"
+    )
+    restart_policy: RestartPolicy = Field(default_factory=RestartPolicy, alias="restartPolicy")
+
+
+class TrainingJobSpec(_JobSpecBase):
+    replicas: int = Field(default=1, ge=1, le=100_000)
+    template: TaskTemplate
+    gang: bool = True
+
+
+class AutoscalingSpec(_Spec):
+    min_replicas: int = Field(default=1, ge=0, alias="minReplicas")
+    max_replicas: int = Field(default=1, ge=1, alias="maxReplicas")
+    target_concurrency: float = Field(default=2.0, gt=0, alias="targetConcurrency")
+
+
+class InferenceDeploymentSpec(_JobSpecBase):
+    model: str = Field(min_length=1, description="model URI or registry name:version")
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    template: TaskTemplate
+    autoscaling: AutoscalingSpec | None = None
+
+
+class PipelineSpec(_JobSpecBase):
+    template: TaskTemplate
+    workers: int = Field(default=1, ge=1)
+    pipeline: dict[str, Any] = Field(default_factory=dict, description="pipeline options passed to the runner")
+
+
+class PartySpec(_Spec):
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    template: TaskTemplate
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+
+
+class FederatedJobSpec(_JobSpecBase):
+    server: TaskTemplate
+    parties: Annotated[list[PartySpec], Field(min_length=2)]
+    rounds: int = Field(default=3, ge=1)
+
+
+class _ManifestBase(_Spec):
+    api_version: Literal["modelplane/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+
+
+class TrainingJob(_ManifestBase):
+    kind: Literal["TrainingJob"]
+    spec: TrainingJobSpec
+
+
+class InferenceDeployment(_ManifestBase):
+    kind: Literal["InferenceDeployment"]
+    spec: InferenceDeploymentSpec
+
+
+class Pipeline(_ManifestBase):
+    kind: Literal["Pipeline"]
+    spec: PipelineSpec
+
+
+class FederatedJob(_ManifestBase):
+    kind: Literal["FederatedJob"]
+    spec: FederatedJobSpec
+
+
+Manifest = TrainingJob | InferenceDeployment | Pipeline | FederatedJob
+_BY_KIND: dict[str, type[_ManifestBase]] = {
+    "TrainingJob": TrainingJob,
+    "InferenceDeployment": InferenceDeployment,
+    "Pipeline": Pipeline,
+    "FederatedJob": FederatedJob,
+}
+
+
+def _first_error(exc: ValidationError) -> InvalidSpec:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"]) or "(document)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        hint = "remove the field or check its spelling (field names are camelCase, as in Kubernetes)"
+    elif err["type"] == "missing":
+        hint = "add the field"
+    else:
+        hint = "see the examples/ folder for a valid manifest"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+    return InvalidSpec(f"{path}: {msg}{suffix}", hint=hint, field=path)
+
+
+def parse_manifest(doc: Any) -> Manifest:
+    """Validate one manifest document (a mapping read from YAML or JSON)."""
+    if not isinstance(doc, Mapping):
+        raise InvalidSpec(
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec",
+            hint="start the file with 'apiVersion: modelplane/v1' and 'kind: TrainingJob'",
+            field="(document)",
+        )
+    if doc.get("apiVersion") != API_VERSION:
+        raise InvalidSpec(
+            f"apiVersion: expected {API_VERSION!r}, got {doc.get('apiVersion')!r}",
+            hint=f"set 'apiVersion: {API_VERSION}'",
+            field="apiVersion",
+        )
+    kind = doc.get("kind")
+    cls = _BY_KIND.get(str(kind))
+    if cls is None:
+        raise InvalidSpec(
+            f"kind: unknown kind {kind!r}",
+            hint=f"use one of: {', '.join(JOB_KINDS)}",
+            field="kind",
+        )
+    try:
+        manifest = cls.model_validate(dict(doc))
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    # Quantities are checked now, so a bad one is refused at submission and never reaches a controller.
+    to_workload(manifest, job_id="validate", created_at=0.0)  # type: ignore[arg-type]
+    return manifest  # type: ignore[return-value]
+
+
+def _pod_set(name: str, count: int, tmpl: TaskTemplate, sched: Scheduling, path: str,
+             extra_selector: Mapping[str, str] | None = None) -> PodSet:
+    selector = dict(sched.node_selector)
+    if extra_selector:
+        selector.update(extra_selector)
+    return PodSet(
+        name=name,
+        count=count,
+        request=tmpl.resources.to_request(f"{path}.resources"),
+        affinity=sched.affinity.node_affinity if sched.affinity else None,
+        tolerations=tuple(sched.tolerations),
+        node_selector=MappingProxyType(selector),
+        tee=sched.tee,
+    )
+
+
+def to_workload(manifest: Manifest, job_id: str, created_at: float, priority: int = 0) -> Workload:
+    """Turn a manifest into the scheduler's Workload (pod sets, gang, spread)."""
+    spec = manifest.spec
+    pod_sets: list[PodSet]
+    gang = True
+    spread = False
+    if isinstance(manifest, TrainingJob):
+        s = manifest.spec
+        pod_sets = [_pod_set("worker", s.replicas, s.template, s, "spec.template")]
+        gang = s.gang
+    elif isinstance(manifest, InferenceDeployment):
+        d = manifest.spec
+        pod_sets = [_pod_set("replica", d.replicas, d.template, d, "spec.template")] if d.replicas else []
+        gang = False
+        spread = True
+    elif isinstance(manifest, Pipeline):
+        p = manifest.spec
+        pod_sets = [_pod_set("runner", p.workers, p.template, p, "spec.template")]
+    else:
+        f = manifest.spec
+        pod_sets = [_pod_set("server", 1, f.server, f, "spec.server")]
+        for i, party in enumerate(f.parties):
+            pod_sets.append(
+                _pod_set(f"party-{party.name}", 1, party.template, f, f"spec.parties.{i}.template", party.node_selector)
+            )
+    deadline = spec.deadline.timestamp() if spec.deadline else None
+    return Workload(
+        job_id=job_id,
+        name=manifest.metadata.name,
+        queue=spec.queue,
+        kind=manifest.kind,
+        pod_sets=tuple(pod_sets),
+        priority=priority,
+        gang=gang,
+        spread=spread,
+        created_at=created_at,
+        estimated_duration_s=spec.estimated_duration,
+        deadline=deadline,
+        team=manifest.metadata.team,
+    )
+
+
+def template_for(manifest: Manifest, pod_set: str) -> TaskTemplate:
+    """The task template a pod set of this manifest runs."""
+    if isinstance(manifest, FederatedJob):
+        if pod_set == "server":
+            return manifest.spec.server
+        for party in manifest.spec.parties:
+            if pod_set == f"party-{party.name}":
+                return party.template
+        raise KeyError(pod_set)
+    return manifest.spec.template
