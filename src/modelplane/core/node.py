@@ -64,7 +64,7 @@ class Node:
     gpu_count: int = 0
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     taints: tuple[Taint, ...] = ()
-    topology: TopologyPath = TopologyPath()
+    topology: TopologyPath = field(default_factory=TopologyPath)
     spot: bool = False
     price_per_hour: float = 0.0
     tee: str | None = None

@@ -162,9 +162,10 @@ _BY_KIND: dict[str, type[_ManifestBase]] = {
 }
 
 
-def _first_error(exc: ValidationError) -> InvalidSpec:
+def invalid_spec_from(exc: ValidationError, prefix: str = "") -> InvalidSpec:
+    """The first pydantic error as an InvalidSpec naming the field path and a fix."""
     err = exc.errors()[0]
-    path = ".".join(str(p) for p in err["loc"]) or "(document)"
+    path = prefix + ".".join(str(p) for p in err["loc"]) or "(document)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         hint = "remove the field or check its spelling (field names are camelCase, as in Kubernetes)"
@@ -202,7 +203,7 @@ def parse_manifest(doc: Any) -> Manifest:
     try:
         manifest = cls.model_validate(dict(doc))
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise invalid_spec_from(exc) from None
     # Quantities are checked now, so a bad one is refused at submission and never reaches a controller.
     to_workload(manifest, job_id="validate", created_at=0.0)  # type: ignore[arg-type]
     return manifest  # type: ignore[return-value]

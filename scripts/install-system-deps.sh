@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the server packages the tests start for themselves (Debian/Ubuntu), when they are missing.
+# Each test fixture also fails with a message naming the package if it is still absent.
+set -euo pipefail
+
+need=()
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${need[*]} — install them with your package manager" >&2
+  exit 2
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing system packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): desired state in, observed state out. It never calls a controller."""

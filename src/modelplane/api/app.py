@@ -1,0 +1,93 @@
+"""The FastAPI application: routes, authentication on every call, and errors as JSON with a fix."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from modelplane import __version__
+from modelplane.api.auth import Principal, authenticate
+from modelplane.backends.base import Backend
+from modelplane.core.errors import ModelplaneError
+from modelplane.store import Store
+
+log = logging.getLogger("modelplane.api")
+
+
+class AppState:
+    """What handlers need: the store, and a backend used only to read task logs."""
+
+    def __init__(self, store: Store, log_reader: Backend | None) -> None:
+        self.store = store
+        self.log_reader = log_reader
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.modelplane
+    return state
+
+
+def require_principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
+    return authenticate(state.store, request)
+
+
+def _error(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)
+
+
+def create_app(store: Store, log_reader: Backend | None = None,
+               extra_routers: list[Callable[[], APIRouter]] | None = None) -> FastAPI:
+    from modelplane.api.routes import cluster, jobs, nodes, queues
+
+    app = FastAPI(
+        title="modelplane",
+        version=__version__,
+        description="Train and serve large models on one shared pool of heterogeneous accelerators. "
+        "Every call but /healthz needs 'Authorization: Bearer <token>'.",
+    )
+    app.state.modelplane = AppState(store, log_reader)
+
+    @app.exception_handler(ModelplaneError)
+    async def _mp_error(_: Request, exc: ModelplaneError) -> JSONResponse:
+        return _error(exc.status_code, exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        path = ".".join(loc) or "(body)"
+        return _error(422, {"error": "InvalidRequest", "message": f"{path}: {err.get('msg')}", "field": path,
+                            "hint": "see the OpenAPI document at /docs for the expected shape"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hint = "see /docs for the API's routes" if exc.status_code in (404, 405) else ""
+        return _error(exc.status_code, {"error": "HTTPError", "message": str(exc.detail), "hint": hint})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, {"error": "InternalError", "message": f"internal error: {type(exc).__name__}",
+                            "hint": "this is a bug in modelplane; the server log has the details"})
+
+    @app.get("/healthz", tags=["health"], response_class=PlainTextResponse)
+    def healthz() -> str:
+        return "ok"
+
+    auth = [Depends(require_principal)]
+    for module in (nodes, queues, jobs, cluster):
+        app.include_router(module.router, prefix="/api/v1", dependencies=auth)
+    for make in extra_routers or []:
+        app.include_router(make(), prefix="/api/v1", dependencies=auth)
+
+    @app.get("/api/v1/version", tags=["health"], dependencies=auth)
+    def version() -> dict[str, str]:
+        return {"version": __version__, "database": store.dialect}
+
+    return app

@@ -1,0 +1,294 @@
+"""The ``modelplane`` command: noun-style user commands and the server entry points.
+
+Every user error is one line on stderr and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from modelplane import __version__
+from modelplane.core.errors import ModelplaneError
+
+app = typer.Typer(help="modelplane: one pool of heterogeneous accelerators for training and serving.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+get_app = typer.Typer(help="List jobs, nodes or queues.", no_args_is_help=True)
+describe_app = typer.Typer(help="Show one object in detail.", no_args_is_help=True)
+delete_app = typer.Typer(help="Delete (cancel) an object.", no_args_is_help=True)
+cluster_app = typer.Typer(help="Manage the pool.", no_args_is_help=True)
+app.add_typer(get_app, name="get")
+app.add_typer(describe_app, name="describe")
+app.add_typer(delete_app, name="delete")
+app.add_typer(cluster_app, name="cluster")
+
+# Piped output keeps whole lines (no terminal width to fit), as kubectl's does.
+out = Console(width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 250)
+T = TypeVar("T")
+
+
+def _fail(message: str, hint: str = "") -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}" + (f" [dim]({hint})[/dim]" if hint else ""), highlight=False)
+    return typer.Exit(2)
+
+
+def _guard(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return fn(*args, **kwargs)
+    except ModelplaneError as exc:
+        raise _fail(exc.message, exc.hint) from None
+
+
+def _client() -> Any:
+    from modelplane.client import Client
+    from modelplane.settings import Settings
+
+    return Client.from_settings(Settings())
+
+
+def _load_docs(path: Path) -> list[Any]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}", "check the file path") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise _fail(f"{path} is not valid YAML: {exc}".replace("\n", " "), "fix the YAML syntax") from None
+    if not docs:
+        raise _fail(f"{path} holds no document", "write a manifest; see examples/")
+    return docs
+
+
+@app.command()
+def version() -> None:
+    """Print the modelplane version."""
+    out.print(f"modelplane {__version__}")
+
+
+@app.command()
+def up(
+    cluster_file: Annotated[Path | None, typer.Option("--cluster", "-c", help="nodes and queues to import")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Run the whole platform in this process: API, scheduler, job controller, node health."""
+    import uvicorn
+
+    from modelplane.api.app import create_app
+    from modelplane.platform import build_platform
+    from modelplane.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if cluster_file:
+        overrides["cluster_file"] = cluster_file
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    settings = Settings(**overrides)
+    platform = _guard(lambda: build_platform(settings))
+    app_ = create_app(platform.store, log_reader=platform.backend)
+    url = settings.resolved_api_url
+    out.print(f"modelplane {__version__} on {platform.store.dialect} — API at [bold]{url}[/bold] (docs: {url}/docs)")
+    if platform.admin_token:
+        out.print(f"admin token (shown once; saved for the CLI in {settings.home / 'credentials'}):")
+        out.print(f"  [bold]{platform.admin_token}[/bold]", soft_wrap=True)
+    else:
+        out.print(f"admin token: created at first start; the CLI reads it from {settings.home / 'credentials'}")
+    sys.stdout.flush()
+    platform.loop.start()
+    try:
+        uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        platform.loop.stop()
+
+
+@app.command("run-controller")
+def run_controller(name: Annotated[str, typer.Argument(help="scheduler, jobs, node-health or node-agent")]) -> None:
+    """Run one controller alone against MODELPLANE_DATABASE_URL (production: one process each)."""
+    from modelplane.platform import CONTROLLERS, build_platform
+    from modelplane.settings import Settings
+
+    if name not in CONTROLLERS:
+        raise _fail(f"unknown controller {name!r}", f"use one of: {', '.join(CONTROLLERS)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = _guard(lambda: build_platform(Settings(), controllers=(name,)))
+    out.print(f"controller {name} running against {platform.store.dialect}; Ctrl-C stops it")
+    try:
+        while True:
+            platform.loop.run_once()
+            time.sleep(platform.settings.reconcile_interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def apply(file: Annotated[Path, typer.Option("--file", "-f", help="YAML manifest(s); '-' reads stdin")]) -> None:
+    """Submit jobs (TrainingJob, InferenceDeployment, Pipeline, FederatedJob) or a Cluster/Queue."""
+    client = _client()
+    for doc in _load_docs(file):
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind == "Cluster":
+            res = _guard(client.post, "/cluster/import", json=doc)
+            out.print(f"cluster imported: {len(res['nodes'])} node(s), {len(res['queues'])} queue(s)")
+        elif kind == "Queue":
+            spec = dict(doc.get("spec") or {})
+            spec.setdefault("name", (doc.get("metadata") or {}).get("name"))
+            res = _guard(client.post, "/queues", json=spec)
+            out.print(f"queue/{res['name']} configured")
+        else:
+            res = _guard(client.post, "/jobs", json=doc)
+            verb = "unchanged" if res.get("unchanged") else "created"
+            out.print(f"{res['kind'].lower()}/{res['name']} {verb} (queue {res['queue']}, state {res['state']})")
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(box=None, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(x) if x is not None else "" for x in r])
+    out.print(t)
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return ""
+    s = int(time.time() - ts)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _fmt_models(d: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in d.items()) or "-"
+
+
+@get_app.command("jobs")
+def get_jobs(
+    state: Annotated[list[str] | None, typer.Option("--state", help="filter by state")] = None,
+    queue: Annotated[str | None, typer.Option(help="filter by queue")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+) -> None:
+    """List jobs."""
+    client = _client()
+    params: dict[str, Any] = {"limit": limit}
+    if state:
+        params["state"] = state
+    if queue:
+        params["queue"] = queue
+    res = _guard(lambda: client.get("/jobs", params=params))
+    _table(["NAME", "KIND", "QUEUE", "STATE", "PRIORITY", "AGE", "REASON"],
+           [[j["name"], j["kind"], j["queue"], j["state"], j["priority"], _age(j["createdAt"]),
+             j["pendingReason"] if j["state"] == "Pending" else j["reason"]] for j in res["items"]])
+
+
+@get_app.command("nodes")
+def get_nodes() -> None:
+    """List nodes with their accelerators, topology and state."""
+    res = _guard(lambda: _client().get("/nodes"))
+    rows = []
+    for n in res["items"]:
+        acc = n["spec"].get("accelerators") or {}
+        topo = n["spec"].get("topology") or {}
+        rows.append([n["name"], n["state"], f"{acc.get('count', 0)} x {acc['model']}" if acc else "-",
+                     n["spec"].get("cpu"), n["spec"].get("memory"),
+                     f"{topo.get('group', 'default')}/{topo.get('switch', 'default')}",
+                     "spot" if n["spec"].get("spot") else ""])
+    _table(["NAME", "STATE", "ACCELERATORS", "CPU", "MEMORY", "GROUP/SWITCH", ""], rows)
+
+
+@get_app.command("queues")
+def get_queues() -> None:
+    """List queues: quota, usage, borrowed and lent per accelerator model."""
+    res = _guard(lambda: _client().get("/queues"))
+    _table(["NAME", "KIND", "COHORT", "QUOTA", "USED", "BORROWED", "LENT", "RUNNING", "PENDING"],
+           [[q["name"], q["kind"], q["cohort"] or "-", _fmt_models(q["quota"]), _fmt_models(q["used"]),
+             _fmt_models(q["borrowed"]), _fmt_models(q["lent"]), q["running"], q["pending"]] for q in res["items"]])
+
+
+@describe_app.command("job")
+def describe_job(name: str) -> None:
+    """A job's state, placement, tasks, events, and why it is pending."""
+    j = _guard(lambda: _client().get(f"/jobs/{name}"))
+    out.print(f"[bold]{j['kind']}/{j['name']}[/bold]  id {j['id']}")
+    out.print(f"  queue {j['queue']}, team {j['team']}, priority {j['priority']}, restarts {j['restarts']}")
+    out.print(f"  state [bold]{j['state']}[/bold]  {j['reason']}: {j['message']}", highlight=False)
+    if j["state"] == "Pending":
+        out.print(f"  why pending: {j['pendingReason']}", highlight=False)
+    if j["placement"]:
+        out.print("  placement:")
+        for a in j["placement"]:
+            dev = f" devices {a['devices']}" + (f" ({a['gpu_milli'] / 1000:g} each)" if a["gpu_milli"] < 1000 else "") \
+                if a["devices"] else ""
+            out.print(f"    rank {a['rank']} ({a['pod_set']}) on {a['node']}{dev}", highlight=False)
+    if j.get("tasks"):
+        out.print("  tasks:")
+        for t in j["tasks"]:
+            code = f" exit {t['exitCode']}" if t["exitCode"] is not None else ""
+            out.print(f"    rank {t['rank']} {t['phase']}{code} {t['message']}", highlight=False)
+    out.print("  events:")
+    for e in j.get("events", []):
+        arrow = f"{e['from'] or ''} -> {e['to']}" if e["to"] else ""
+        out.print(f"    {time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['type']:<7} {e['reason']:<16} "
+                  f"{arrow} {e['message']}", highlight=False)
+
+
+@app.command()
+def logs(
+    name: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
+    rank: Annotated[int | None, typer.Option(help="only this rank")] = None,
+) -> None:
+    """Print a job's task logs, each line prefixed with its rank."""
+    client = _client()
+    offsets: dict[int, int] = {}
+    while True:
+        params: dict[str, Any] = {"offsets": ",".join(f"{r}:{o}" for r, o in offsets.items())}
+        if rank is not None:
+            params["rank"] = rank
+        res = _guard(client.get, f"/jobs/{name}/logs", params=params)
+        for item in res["items"]:
+            offsets[item["rank"]] = item["offset"]
+            for line in item["text"].splitlines():
+                prefix = escape(f"[rank {item['rank']}]")
+                out.print(f"[dim]{prefix}[/dim] {escape(line)}", highlight=False)
+        if not follow:
+            break
+        if res["state"] in ("Succeeded", "Failed", "Cancelled") and not any(i["text"] for i in res["items"]):
+            break  # ended, and everything it wrote has been printed
+        time.sleep(0.5)
+
+
+@delete_app.command("job")
+def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a finished job")] = False) -> None:
+    """Cancel a job (its tasks are stopped), or purge a finished one."""
+    res = _guard(lambda: _client().delete(f"/jobs/{name}", params={"purge": purge}))
+    out.print(f"job/{name} purged" if res.get("purged") else f"job/{name} cancellation requested ({res['state']})")
+
+
+@cluster_app.command("import")
+def cluster_import(file: Path) -> None:
+    """Import nodes and queues from a cluster file (kind: Cluster)."""
+    docs = _load_docs(file)
+    res = _guard(lambda: _client().post("/cluster/import", json=docs[0]))
+    out.print(f"imported {len(res['nodes'])} node(s) and {len(res['queues'])} queue(s)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The job controller: launches admitted jobs, watches running ones, and ends, retries, requeues or
+cancels them — always by proposing a transition to the state machine, never by writing a state.
+
+Crash safety: task rows are written *before* the backend launches them and updated with the
+backend's handle after, so a control plane killed at any point finds either handles to re-adopt or
+rows without handles, whose job it stops and launches again. A job is never left stuck in Running:
+tasks the backend can no longer see are reported Lost and the job recovers or fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
+from modelplane.control.base import Controller
+from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
+from modelplane.core.job import JobState
+from modelplane.core.node import NodeState
+from modelplane.core.spec import template_for
+from modelplane.store import JobRecord, Store
+
+log = logging.getLogger("modelplane.control.jobs")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JobController(Controller):
+    name = "jobs"
+
+    def __init__(self, store: Store, backend: Backend, clock: Callable[[], float],
+                 stop_grace_seconds: float = 10.0) -> None:
+        self.store = store
+        self.backend = backend
+        self.clock = clock
+        self.stop_grace = stop_grace_seconds
+
+    def reconcile(self) -> None:
+        jobs, _ = self.store.list_jobs(states=[JobState.PENDING, JobState.ADMITTED, JobState.RUNNING,
+                                               JobState.PREEMPTED, JobState.RECOVERING], limit=100_000)
+        node_states = {n.name: n.state for n in self.store.list_nodes()}
+        for job in jobs:
+            try:
+                self._reconcile_job(job, node_states)
+            except (Conflict, InvalidTransition) as exc:
+                log.info("job %s changed under us (%s); next round", job.name, exc.message)
+
+    # -- one job ----------------------------------------------------------------------------------
+
+    def _reconcile_job(self, job: JobRecord, node_states: dict[str, NodeState]) -> None:
+        state = job.state
+        if job.cancel_requested and state in (JobState.PENDING, JobState.PREEMPTED, JobState.RECOVERING):
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.transition_job(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
+        elif job.cancel_requested:
+            self.backend.stop(job.id, self.stop_grace)
+            self._record_final(job)
+            self.store.transition_job(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
+        elif state is JobState.ADMITTED:
+            self._start(job)
+        elif state is JobState.RUNNING:
+            self._watch(job, node_states)
+        elif state in (JobState.PREEMPTED, JobState.RECOVERING):
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.clear_tasks(job.id)
+            why = "preempted" if state is JobState.PREEMPTED else "recovering"
+            self.store.transition_job(job.id, JobState.PENDING, "Requeued", f"{why}; waiting to be placed again")
+
+    def _launches(self, job: JobRecord) -> list[TaskLaunch]:
+        assert job.placement is not None
+        manifest = job.manifest
+        nodes = {n.name: n for n in self.store.list_nodes()}
+        world = len(job.placement.assignments)
+        port = _free_port()
+        out = []
+        for a in sorted(job.placement.assignments, key=lambda a: a.rank):
+            tmpl = template_for(manifest, a.pod_set)
+            node = nodes.get(a.node)
+            model = node.spec.accelerators.model if node and node.spec.accelerators else None
+            out.append(TaskLaunch(
+                job_id=job.id, job_name=job.name, pod_set=a.pod_set, index=a.index, rank=a.rank,
+                world_size=world, node=a.node, command=list(tmpl.command), env=dict(tmpl.env),
+                working_dir=tmpl.working_dir, devices=a.devices, gpu_milli=a.gpu_milli,
+                accelerator_model=model, master_addr="127.0.0.1", master_port=port, image=tmpl.image,
+            ))
+        return out
+
+    def _start(self, job: JobRecord) -> None:
+        known = self.store.list_tasks(job.id)
+        if known and all(t.handle for t in known):
+            # Launched before a restart but not yet marked Running: watch what is there.
+            self.store.transition_job(job.id, JobState.RUNNING, "Started", "tasks re-adopted after restart",
+                                      expected_version=job.resource_version)
+            return
+        if known:
+            # Rows without handles: the launch was interrupted; clear whatever may have started.
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.clear_tasks(job.id)
+        try:
+            launches = self._launches(job)
+        except ModelplaneError as exc:
+            self.store.transition_job(job.id, JobState.FAILED, "InvalidSpec", str(exc))
+            return
+        for t in launches:
+            self.store.put_task(job.id, t.rank, pod_set=t.pod_set, node=t.node, phase=TaskPhase.STARTING.value)
+        try:
+            statuses = self.backend.launch(launches)
+        except ModelplaneError as exc:
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.transition_job(job.id, JobState.FAILED, "LaunchFailed", str(exc))
+            return
+        by_rank = {t.rank: t for t in launches}
+        for st in statuses:
+            self.store.put_task(job.id, st.rank, pod_set=by_rank[st.rank].pod_set, node=by_rank[st.rank].node,
+                                phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle)
+        self.store.transition_job(job.id, JobState.RUNNING, "Started",
+                                  f"{len(launches)} task(s) started by the {self.backend.name} backend",
+                                  expected_version=job.resource_version)
+
+    def _watch(self, job: JobRecord, node_states: dict[str, NodeState]) -> None:
+        known_rows = self.store.list_tasks(job.id)
+        lost_nodes = sorted({t.node for t in known_rows
+                             if node_states.get(t.node) not in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)})
+        if lost_nodes:
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.transition_job(job.id, JobState.RECOVERING, "NodeLost",
+                                      f"node(s) {', '.join(lost_nodes)} stopped responding; moving the job")
+            return
+        known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in known_rows]
+        statuses = self.backend.poll(job.id, known)
+        rows = {t.rank: t for t in known_rows}
+        for st in statuses:
+            row = rows.get(st.rank)
+            if row and (row.phase != st.phase.value or row.exit_code != st.exit_code):
+                self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
+                                    exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle)
+        failed = [s for s in statuses if s.phase is TaskPhase.FAILED]
+        lost = [s for s in statuses if s.phase is TaskPhase.LOST]
+        if failed:
+            first = min(failed, key=lambda s: s.rank)
+            self.backend.stop(job.id, self.stop_grace)
+            self.store.transition_job(job.id, JobState.FAILED, "TaskFailed",
+                                      f"rank {first.rank} failed: {first.message or f'exit code {first.exit_code}'}",
+                                      expected_version=job.resource_version)
+        elif lost:
+            self.backend.stop(job.id, self.stop_grace)
+            ranks = ", ".join(str(s.rank) for s in lost)
+            self.store.transition_job(job.id, JobState.RECOVERING, "TaskLost",
+                                      f"rank(s) {ranks} vanished without an exit code",
+                                      expected_version=job.resource_version)
+        elif statuses and all(s.phase is TaskPhase.SUCCEEDED for s in statuses):
+            self.store.transition_job(job.id, JobState.SUCCEEDED, "Completed",
+                                      f"all {len(statuses)} task(s) exited 0", expected_version=job.resource_version)
+
+    def _record_final(self, job: JobRecord) -> None:
+        rows = self.store.list_tasks(job.id)
+        known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in rows]
+        if not known:
+            return
+        for st in self.backend.poll(job.id, known):
+            row = next((r for r in rows if r.rank == st.rank), None)
+            if row and st.phase in FINISHED_PHASES:
+                self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
+                                    exit_code=st.exit_code, message=st.message, handle=row.handle)

@@ -1,0 +1,87 @@
+"""The scheduler controller: snapshot the store, ask the scheduling policy, write its decisions.
+
+Decisions are written through the job state machine with the resource version read in the
+snapshot, so a job cancelled meanwhile is never admitted behind the user's back (the write fails
+with Conflict and the next round sees the new state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+from modelplane.control.base import Controller
+from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
+from modelplane.core.job import ACTIVE, JobState
+from modelplane.core.priority import compute_priority
+from modelplane.core.spec import to_workload
+from modelplane.core.workload import Workload
+from modelplane.scheduler.interface import RunningWorkload, Scheduler, SchedulingInput
+from modelplane.store import JobRecord, Store
+
+log = logging.getLogger("modelplane.control.scheduling")
+
+
+def workload_of(job: JobRecord, now: float, queue_priority: int = 0) -> Workload:
+    manifest = job.manifest
+    base = to_workload(manifest, job.id, job.created_at)
+    priority = compute_priority(
+        manifest.kind, base.total_gpu_milli, manifest.spec.estimated_duration, base.deadline, now,
+        queue_priority=queue_priority, explicit=manifest.spec.priority,
+    )
+    return to_workload(manifest, job.id, job.created_at, priority=priority)
+
+
+class SchedulerController(Controller):
+    name = "scheduler"
+
+    def __init__(self, store: Store, scheduler: Scheduler, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.clock = clock
+        self.last_round_seconds = 0.0
+
+    def reconcile(self) -> None:
+        pending_jobs, _ = self.store.list_jobs(states=[JobState.PENDING], limit=100_000)
+        pending_jobs = [j for j in pending_jobs if not j.cancel_requested]
+        if not pending_jobs:
+            return
+        now = self.clock()
+        queues = {q.name: q.spec for q in self.store.list_queues()}
+        nodes = [n.to_node() for n in self.store.list_nodes()]
+        active, _ = self.store.list_jobs(states=sorted(ACTIVE), limit=100_000)
+        running = [
+            RunningWorkload(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0),
+                            j.placement, started_at=j.started_at or j.updated_at,
+                            last_checkpoint_at=j.last_checkpoint_at)
+            for j in active if j.placement is not None
+        ]
+        by_id = {j.id: j for j in pending_jobs}
+        pending: list[Workload] = []
+        for j in pending_jobs:
+            try:
+                pending.append(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0))
+            except ModelplaneError as exc:  # a manifest that no longer validates (e.g. after an upgrade)
+                self.store.transition_job(j.id, JobState.FAILED, "InvalidSpec", str(exc))
+        result = self.scheduler.schedule(SchedulingInput(nodes, queues, running, pending, now))
+        for placement in result.placements:
+            job = by_id[placement.job_id]
+            nodes_used = ", ".join(placement.nodes)
+            try:
+                self.store.transition_job(job.id, JobState.ADMITTED, "Scheduled",
+                                          f"placed {len(placement.assignments)} task(s) on {nodes_used}",
+                                          expected_version=job.resource_version, placement=placement)
+            except (Conflict, InvalidTransition):
+                log.info("job %s changed while being scheduled; next round decides again", job.name)
+        for pre in result.preemptions:
+            try:
+                self.store.transition_job(pre.job_id, JobState.PREEMPTED, "Preempted", pre.reason)
+            except (Conflict, InvalidTransition):
+                log.info("job %s changed before it could be preempted", pre.job_id)
+        for job_id, why in result.pending_reasons.items():
+            waiting = by_id.get(job_id)
+            if waiting is not None and waiting.pending_reason != why:
+                with contextlib.suppress(Conflict):
+                    self.store.update_job_fields(job_id, pending_reason=why,
+                                                 expected_version=waiting.resource_version)

@@ -1,0 +1,99 @@
+"""Compose the platform: store, backend, scheduler, controllers and API in one process.
+
+``modelplane up`` runs all of it; ``modelplane run-controller NAME`` runs one controller against
+the same database, for production deployments on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from modelplane.api.auth import ensure_admin_token
+from modelplane.backends.base import Backend, create_backend
+from modelplane.control.base import Controller, ReconcileLoop
+from modelplane.control.jobs import JobController
+from modelplane.control.nodes import EmbeddedNodeAgent, NodeHealthController
+from modelplane.control.scheduling import SchedulerController
+from modelplane.core.cluster import parse_cluster
+from modelplane.core.errors import ModelplaneError
+from modelplane.scheduler.interface import Scheduler
+from modelplane.settings import Settings
+from modelplane.store import Store
+
+CONTROLLERS = ("scheduler", "jobs", "node-health", "node-agent")
+
+
+def make_scheduler(name: str) -> Scheduler:
+    try:
+        from modelplane.scheduler.registry import create_scheduler
+    except ImportError:  # the full policy is optional while it is being built
+        from modelplane.scheduler.first_fit import FirstFitScheduler
+
+        return FirstFitScheduler()
+    return create_scheduler(name)
+
+
+def import_cluster_file(store: Store, path: Path) -> tuple[int, int]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelplaneError(f"cannot read cluster file {path}: {exc}",
+                              hint="check the path and the YAML syntax", field="cluster_file") from None
+    cluster = parse_cluster(doc)
+    for n in cluster.spec.nodes:
+        store.upsert_node(n)
+    for q in cluster.spec.queues:
+        store.upsert_queue(q)
+    return len(cluster.spec.nodes), len(cluster.spec.queues)
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: Store
+    backend: Backend
+    loop: ReconcileLoop
+    admin_token: str | None
+
+
+def make_backend(settings: Settings) -> Backend:
+    return create_backend(settings.backend, state_dir=settings.home / "backend" / settings.backend)
+
+
+def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, backend: Backend,
+                     clock: Callable[[], float] = time.time) -> list[Controller]:
+    out: list[Controller] = []
+    for name in names:
+        if name == "node-agent":
+            # Under the local backend this process hosts every node of the pool.
+            out.append(EmbeddedNodeAgent(store, lambda: [n.name for n in store.list_nodes()]))
+        elif name == "scheduler":
+            out.append(SchedulerController(store, make_scheduler(settings.scheduler), clock))
+        elif name == "jobs":
+            out.append(JobController(store, backend, clock))
+        elif name == "node-health":
+            out.append(NodeHealthController(store, clock, settings.node_heartbeat_timeout))
+        else:
+            raise ModelplaneError(f"unknown controller {name!r}", hint=f"use one of: {', '.join(CONTROLLERS)}")
+    return out
+
+
+def build_platform(settings: Settings, controllers: tuple[str, ...] = CONTROLLERS) -> Platform:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url)
+    token = ensure_admin_token(store)
+    if token:
+        creds = settings.home / "credentials"
+        creds.write_text(yaml.safe_dump({"api_url": settings.resolved_api_url, "token": token}))
+        os.chmod(creds, 0o600)
+    if settings.cluster_file:
+        import_cluster_file(store, settings.cluster_file)
+    backend = make_backend(settings)
+    loop = ReconcileLoop(make_controllers(controllers, settings, store, backend), settings.reconcile_interval)
+    return Platform(settings, store, backend, loop, token)

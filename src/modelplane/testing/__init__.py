@@ -1,0 +1,1 @@
+"""Throwaway real servers for tests and benchmarks (PostgreSQL now; more as components need them)."""

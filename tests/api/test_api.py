@@ -1,0 +1,128 @@
+"""The HTTP API in process (FastAPI's TestClient) on both databases: auth, errors, jobs, queues."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from modelplane.api.app import create_app
+from modelplane.api.auth import ensure_admin_token
+from tests.helpers import training_doc
+
+CLUSTER = {
+    "apiVersion": "modelplane/v1",
+    "kind": "Cluster",
+    "spec": {
+        "nodes": [
+            {"name": "a100-0", "accelerators": {"model": "NVIDIA-A100", "count": 8}, "cpu": "64", "memory": "512Gi"},
+            {"name": "npu-0", "accelerators": {"model": "Ascend-910B", "count": 4},
+             "taints": [{"key": "npu", "value": "y", "effect": "NoSchedule"}]},
+        ],
+        "queues": [{"name": "training", "kind": "training", "quota": {"NVIDIA-A100": 8}}],
+    },
+}
+
+
+@pytest.fixture
+def client(store):
+    token = ensure_admin_token(store)
+    c = TestClient(create_app(store), raise_server_exceptions=False)
+    c.headers["Authorization"] = f"Bearer {token}"
+    assert c.post("/api/v1/cluster/import", json=CLUSTER).status_code == 200
+    return c
+
+
+def test_every_call_needs_a_token(store):
+    ensure_admin_token(store)
+    c = TestClient(create_app(store))
+    assert c.get("/healthz").status_code == 200
+    r = c.get("/api/v1/jobs")
+    assert r.status_code == 401 and "bearer token" in r.json()["message"]
+    r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer mp_wrong"})
+    assert r.status_code == 401 and r.json()["hint"]
+
+
+def test_admin_token_is_created_once_and_stored_hashed(store):
+    token = ensure_admin_token(store)
+    assert token and token.startswith("mp_")
+    assert ensure_admin_token(store) is None
+    from modelplane.api.auth import hash_token
+
+    assert store.find_token(token) is None and store.find_token(hash_token(token)) == ("admin", "admin")
+
+
+def test_apply_get_list_cancel(client):
+    r = client.post("/api/v1/jobs", json=training_doc("a"))
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "Pending"
+    assert client.post("/api/v1/jobs", json=training_doc("a")).json()["unchanged"] is True
+    got = client.get("/api/v1/jobs/a").json()
+    assert got["events"][0]["reason"] == "Created" and got["manifest"]["kind"] == "TrainingJob"
+    assert [j["name"] for j in client.get("/api/v1/jobs", params={"state": "Pending"}).json()["items"]] == ["a"]
+    r = client.delete("/api/v1/jobs/a")
+    assert r.status_code == 200 and r.json()["cancelRequested"] is True
+    r = client.delete("/api/v1/jobs/a", params={"purge": True})
+    assert r.status_code == 409  # not finished yet
+
+
+def test_idempotency_key_prevents_duplicates(client):
+    h = {"Idempotency-Key": "abc"}
+    a = client.post("/api/v1/jobs", json=training_doc("a"), headers=h).json()
+    b = client.post("/api/v1/jobs", json=training_doc("a"), headers=h).json()
+    assert a["id"] == b["id"]
+    assert len(client.get("/api/v1/jobs").json()["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("doc", "status", "field", "words"),
+    [
+        (training_doc("a", queue="nope"), 404, "", "queue 'nope' does not exist"),
+        ({**training_doc("a"), "kind": "CronJob"}, 422, "kind", "unknown kind"),
+        ({"apiVersion": "modelplane/v1"}, 422, "kind", "unknown kind"),
+        (training_doc("a", accelerators=16), 422, "spec", "no node can ever run this job"),
+        (training_doc("a", nodeSelector={"gpu": "h100"}), 422, "spec", "no node can ever run"),
+        (training_doc("a", affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "modelplane.io/accelerator", "operator": "In", "values": ["Ascend-910B"]}]}]}}}),
+         422, "spec", "tolerations"),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_fix(client, doc, status, field, words):
+    r = client.post("/api/v1/jobs", json=doc)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert words in body["message"] and body["hint"]
+    if field:
+        assert body["field"].startswith(field)
+
+
+def test_duplicate_name_with_other_spec_is_409(client):
+    client.post("/api/v1/jobs", json=training_doc("a"))
+    r = client.post("/api/v1/jobs", json=training_doc("a", replicas=1))
+    assert r.status_code == 409 and r.json()["field"] == "metadata.name"
+
+
+def test_malformed_bodies_never_500(client):
+    for body in (b"{not json", b"[]", b'"x"'):
+        r = client.post("/api/v1/jobs", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+        assert r.json()["message"]
+    r = client.get("/api/v1/jobs", params={"state": "Sleeping"})
+    assert r.status_code == 422 and "Pending" in r.json()["hint"]
+    r = client.get("/api/v1/jobs", params={"after": "garbage"})
+    assert r.status_code == 422
+
+
+def test_nodes_and_queues(client):
+    assert client.post("/api/v1/nodes/a100-0/cordon").json()["state"] == "Cordoned"
+    assert client.post("/api/v1/nodes/a100-0/uncordon").json()["state"] == "Ready"
+    assert client.post("/api/v1/nodes/ghost/heartbeat").status_code == 404
+    q = client.get("/api/v1/queues/training").json()
+    assert q["quota"] == {"NVIDIA-A100": 8.0} and q["used"] == {}
+    r = client.post("/api/v1/queues", json={"name": "Bad Name"})
+    assert r.status_code == 422 and r.json()["field"] == "name"
+
+
+def test_openapi_document_lists_every_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/jobs", "/api/v1/jobs/{name}", "/api/v1/jobs/{name}/events", "/api/v1/jobs/{name}/logs",
+              "/api/v1/nodes", "/api/v1/nodes/{name}/drain", "/api/v1/queues", "/api/v1/cluster/import"):
+        assert p in paths

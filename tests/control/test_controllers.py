@@ -1,0 +1,139 @@
+"""Controllers driving real processes through the local backend, on both databases."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelplane.backends.local import LocalBackend
+from modelplane.control.base import ReconcileLoop
+from modelplane.control.jobs import JobController
+from modelplane.control.nodes import NodeHealthController
+from modelplane.control.scheduling import SchedulerController
+from modelplane.core.job import JobState
+from modelplane.core.node import NodeState
+from modelplane.platform import make_scheduler
+from modelplane.store import JobRecord, Store
+from tests.helpers import gpu_node, queue, training_doc
+
+PY = sys.executable
+
+
+class Harness:
+    def __init__(self, store: Store, state_dir: Path) -> None:
+        self.store = store
+        self.state_dir = state_dir
+        self.backend = LocalBackend(state_dir)
+        self.loop = self._loop()
+
+    def _loop(self) -> ReconcileLoop:
+        return ReconcileLoop([
+            SchedulerController(self.store, make_scheduler("default"), time.time),
+            JobController(self.store, self.backend, time.time, stop_grace_seconds=2),
+        ])
+
+    def restart(self) -> None:
+        """A fresh backend and fresh controllers, as after a crash of the control plane."""
+        self.backend = LocalBackend(self.state_dir)
+        self.loop = self._loop()
+
+    def until(self, name: str, pred: Callable[[JobRecord], bool], timeout: float = 60) -> JobRecord:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.loop.run_once()
+            job = self.store.get_job(name)
+            if pred(job):
+                return job
+            time.sleep(0.1)
+        job = self.store.get_job(name)
+        raise AssertionError(f"job {name} stuck in {job.state}: {job.reason} {job.message} {job.pending_reason}")
+
+
+@pytest.fixture
+def h(store: Store, tmp_path: Path) -> Harness:
+    store.upsert_node(gpu_node("n1", switch="s0"))
+    store.upsert_node(gpu_node("n2", switch="s1"))
+    store.upsert_node(gpu_node("amd-0", model="AMD-MI250", switch="s1"))
+    store.upsert_queue(queue())
+    return Harness(store, tmp_path / "backend")
+
+
+def state_is(*states: JobState) -> Callable[[JobRecord], bool]:
+    return lambda j: j.state in states
+
+
+def test_two_rank_job_runs_to_success_with_the_right_environment(h: Harness):
+    code = "import os; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], os.environ['MODELPLANE_NODE'], os.environ.get('HIP_VISIBLE_DEVICES'))"
+    doc = training_doc("env", command=[PY, "-c", code])
+    doc["spec"]["template"]["resources"]["acceleratorModel"] = "AMD-MI250"
+    h.store.create_job(doc)
+    job = h.until("env", state_is(JobState.SUCCEEDED))
+    assert [a.node for a in job.placement.assignments] == ["amd-0", "amd-0"]
+    logs = [h.backend.read_logs(job.id, r, 0)[0] for r in (0, 1)]
+    assert "rank 0 of 2 amd-0" in logs[0] and "rank 1 of 2 amd-0" in logs[1]
+    devices = {line.split()[-1] for line in logs}
+    assert len(devices) == 2  # each rank sees its own device
+    assert [e.to_state for e in h.store.list_events(job.id)] == ["Pending", "Admitted", "Running", "Succeeded"]
+
+
+def test_failed_task_is_retried_then_fails(h: Harness):
+    h.store.create_job(training_doc("bad", replicas=1, command=[PY, "-c", "import sys; sys.exit(3)"],
+                                   restartPolicy={"maxRestarts": 1}))
+    job = h.until("bad", state_is(JobState.FAILED))
+    assert job.restarts == 1 and "exit" in job.message.lower()
+    states = [e.to_state for e in h.store.list_events(job.id)]
+    assert states == ["Pending", "Admitted", "Running", "Recovering", "Pending", "Admitted", "Running", "Failed"]
+
+
+def test_cancel_stops_the_processes(h: Harness):
+    h.store.create_job(training_doc("sleepy", replicas=2, command=[PY, "-c", "import time; time.sleep(120)"]))
+    job = h.until("sleepy", state_is(JobState.RUNNING))
+    h.store.update_job_fields(job.id, cancel_requested=True)
+    job = h.until("sleepy", state_is(JobState.CANCELLED))
+    statuses = h.backend.poll(job.id, [])
+    assert all(s.phase.value != "Running" for s in statuses)
+
+
+def test_job_moves_off_a_lost_node(h: Harness):
+    marker = h.state_dir.parent / "first-run"
+    code = (f"import os, pathlib, time; p = pathlib.Path({str(marker)!r});\n"
+            "if not p.exists(): p.write_text('x'); time.sleep(120)\n"
+            "print('ran on', os.environ['MODELPLANE_NODE'])")
+    h.store.create_job(training_doc("mover", replicas=1, command=[PY, "-c", code],
+                                    restartPolicy={"maxRestarts": 2}))
+    job = h.until("mover", lambda j: j.state is JobState.RUNNING and marker.exists())
+    first = job.placement.assignments[0].node
+    h.store.set_node_state(first, NodeState.NOT_READY)
+    job = h.until("mover", state_is(JobState.SUCCEEDED))
+    assert job.placement.assignments[0].node != first
+    reasons = [e.reason for e in h.store.list_events(job.id)]
+    assert "NodeLost" in reasons and "Requeued" in reasons
+
+
+def test_restarted_control_plane_re_adopts_running_tasks(h: Harness):
+    h.store.create_job(training_doc("long", replicas=2, command=[PY, "-c", "import time; time.sleep(3); print('done')"]))
+    h.until("long", state_is(JobState.RUNNING))
+    h.restart()
+    job = h.until("long", state_is(JobState.SUCCEEDED))
+    assert [e.to_state for e in h.store.list_events(job.id)].count("Running") == 1  # not relaunched
+
+
+def test_gang_that_does_not_fit_stays_pending_with_a_reason(h: Harness):
+    h.store.create_job(training_doc("big", replicas=4, accelerators=8))
+    h.loop.run_once()
+    job = h.store.get_job("big")
+    assert job.state is JobState.PENDING and job.placement is None
+    assert job.pending_reason and job.pending_reason != "waiting for the scheduler"
+
+
+def test_silent_node_becomes_not_ready(store: Store):
+    store.upsert_node(gpu_node("quiet"))
+    now = time.time() + 3600
+    NodeHealthController(store, lambda: now, timeout_seconds=60).reconcile()
+    assert store.get_node("quiet").state is NodeState.NOT_READY
+    store.heartbeat_node("quiet")
+    assert store.get_node("quiet").state is NodeState.READY
