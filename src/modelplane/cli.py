@@ -77,17 +77,28 @@ def version() -> None:
     out.print(f"modelplane {__version__}")
 
 
+ClusterOpt = Annotated[Path | None, typer.Option("--cluster", "-c", help="nodes and queues to import")]
+HostOpt = Annotated[str | None, typer.Option(help="address to listen on")]
+PortOpt = Annotated[int | None, typer.Option(help="port to listen on")]
+
+
 @app.command()
-def up(
-    cluster_file: Annotated[Path | None, typer.Option("--cluster", "-c", help="nodes and queues to import")] = None,
-    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
-    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
-) -> None:
+def up(cluster_file: ClusterOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
     """Run the whole platform in this process: API, scheduler, job controller, node health."""
+    _serve(cluster_file, host, port, with_controllers=True)
+
+
+@app.command("api")
+def api_only(cluster_file: ClusterOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run only the HTTP API; the controllers run as their own processes (run-controller)."""
+    _serve(cluster_file, host, port, with_controllers=False)
+
+
+def _serve(cluster_file: Path | None, host: str | None, port: int | None, with_controllers: bool) -> None:
     import uvicorn
 
     from modelplane.api.app import create_app
-    from modelplane.platform import build_platform
+    from modelplane.platform import CONTROLLERS, build_platform
     from modelplane.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,7 +110,7 @@ def up(
     if port:
         overrides["port"] = port
     settings = Settings(**overrides)
-    platform = _guard(lambda: build_platform(settings))
+    platform = _guard(build_platform, settings, CONTROLLERS if with_controllers else ())
     app_ = create_app(platform.store, log_reader=platform.backend)
     url = settings.resolved_api_url
     out.print(f"modelplane {__version__} on {platform.store.dialect} — API at [bold]{url}[/bold] (docs: {url}/docs)")
@@ -125,7 +136,7 @@ def run_controller(name: Annotated[str, typer.Argument(help="scheduler, jobs, no
     if name not in CONTROLLERS:
         raise _fail(f"unknown controller {name!r}", f"use one of: {', '.join(CONTROLLERS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    platform = _guard(lambda: build_platform(Settings(), controllers=(name,)))
+    platform = _guard(build_platform, Settings(), (name,), serves_api=False)
     out.print(f"controller {name} running against {platform.store.dialect}; Ctrl-C stops it")
     try:
         while True:
@@ -188,7 +199,7 @@ def get_jobs(
         params["state"] = state
     if queue:
         params["queue"] = queue
-    res = _guard(lambda: client.get("/jobs", params=params))
+    res = _guard(client.get, "/jobs", params=params)
     _table(["NAME", "KIND", "QUEUE", "STATE", "PRIORITY", "AGE", "REASON"],
            [[j["name"], j["kind"], j["queue"], j["state"], j["priority"], _age(j["createdAt"]),
              j["pendingReason"] if j["state"] == "Pending" else j["reason"]] for j in res["items"]])
@@ -197,7 +208,7 @@ def get_jobs(
 @get_app.command("nodes")
 def get_nodes() -> None:
     """List nodes with their accelerators, topology and state."""
-    res = _guard(lambda: _client().get("/nodes"))
+    res = _guard(_client().get, "/nodes")
     rows = []
     for n in res["items"]:
         acc = n["spec"].get("accelerators") or {}
@@ -212,7 +223,7 @@ def get_nodes() -> None:
 @get_app.command("queues")
 def get_queues() -> None:
     """List queues: quota, usage, borrowed and lent per accelerator model."""
-    res = _guard(lambda: _client().get("/queues"))
+    res = _guard(_client().get, "/queues")
     _table(["NAME", "KIND", "COHORT", "QUOTA", "USED", "BORROWED", "LENT", "RUNNING", "PENDING"],
            [[q["name"], q["kind"], q["cohort"] or "-", _fmt_models(q["quota"]), _fmt_models(q["used"]),
              _fmt_models(q["borrowed"]), _fmt_models(q["lent"]), q["running"], q["pending"]] for q in res["items"]])
@@ -221,7 +232,7 @@ def get_queues() -> None:
 @describe_app.command("job")
 def describe_job(name: str) -> None:
     """A job's state, placement, tasks, events, and why it is pending."""
-    j = _guard(lambda: _client().get(f"/jobs/{name}"))
+    j = _guard(_client().get, f"/jobs/{name}")
     out.print(f"[bold]{j['kind']}/{j['name']}[/bold]  id {j['id']}")
     out.print(f"  queue {j['queue']}, team {j['team']}, priority {j['priority']}, restarts {j['restarts']}")
     out.print(f"  state [bold]{j['state']}[/bold]  {j['reason']}: {j['message']}", highlight=False)
@@ -274,7 +285,7 @@ def logs(
 @delete_app.command("job")
 def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a finished job")] = False) -> None:
     """Cancel a job (its tasks are stopped), or purge a finished one."""
-    res = _guard(lambda: _client().delete(f"/jobs/{name}", params={"purge": purge}))
+    res = _guard(_client().delete, f"/jobs/{name}", params={"purge": purge})
     out.print(f"job/{name} purged" if res.get("purged") else f"job/{name} cancellation requested ({res['state']})")
 
 
@@ -282,7 +293,7 @@ def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a fin
 def cluster_import(file: Path) -> None:
     """Import nodes and queues from a cluster file (kind: Cluster)."""
     docs = _load_docs(file)
-    res = _guard(lambda: _client().post("/cluster/import", json=docs[0]))
+    res = _guard(_client().post, "/cluster/import", json=docs[0])
     out.print(f"imported {len(res['nodes'])} node(s) and {len(res['queues'])} queue(s)")
 
 

@@ -84,16 +84,25 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
     return out
 
 
-def build_platform(settings: Settings, controllers: tuple[str, ...] = CONTROLLERS) -> Platform:
+def build_platform(settings: Settings, controllers: tuple[str, ...] = CONTROLLERS,
+                   serves_api: bool = True) -> Platform:
+    """Open the store (migrating it), create the first admin token if this process serves the API,
+    import the cluster file, and assemble the backend and the controllers."""
     settings.home.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
-    token = ensure_admin_token(store)
+    token = ensure_admin_token(store) if serves_api else None
     if token:
         creds = settings.home / "credentials"
         creds.write_text(yaml.safe_dump({"api_url": settings.resolved_api_url, "token": token}))
         os.chmod(creds, 0o600)
     if settings.cluster_file:
         import_cluster_file(store, settings.cluster_file)
+    if serves_api and settings.backend == "local":
+        from modelplane.backends.local_devices import detect, local_node
+
+        found = detect()
+        if found:  # real devices on this machine join the pool as a node of their own
+            store.upsert_node(local_node(found))
     backend = make_backend(settings)
     loop = ReconcileLoop(make_controllers(controllers, settings, store, backend), settings.reconcile_interval)
     return Platform(settings, store, backend, loop, token)

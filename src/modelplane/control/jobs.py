@@ -41,8 +41,10 @@ class JobController(Controller):
         self.stop_grace = stop_grace_seconds
 
     def reconcile(self) -> None:
-        jobs, _ = self.store.list_jobs(states=[JobState.PENDING, JobState.ADMITTED, JobState.RUNNING,
-                                               JobState.PREEMPTED, JobState.RECOVERING], limit=100_000)
+        jobs, _ = self.store.list_jobs(states=[JobState.ADMITTED, JobState.RUNNING, JobState.PREEMPTED,
+                                               JobState.RECOVERING], limit=100_000)
+        # Pending jobs are the scheduler's, except those the user cancelled.
+        jobs += self.store.list_jobs(states=[JobState.PENDING], cancel_requested=True, limit=100_000)[0]
         node_states = {n.name: n.state for n in self.store.list_nodes()}
         for job in jobs:
             try:

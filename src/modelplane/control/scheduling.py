@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from modelplane.control.base import Controller
 from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
@@ -23,14 +24,24 @@ from modelplane.store import JobRecord, Store
 log = logging.getLogger("modelplane.control.scheduling")
 
 
-def workload_of(job: JobRecord, now: float, queue_priority: int = 0) -> Workload:
-    manifest = job.manifest
-    base = to_workload(manifest, job.id, job.created_at)
-    priority = compute_priority(
-        manifest.kind, base.total_gpu_milli, manifest.spec.estimated_duration, base.deadline, now,
-        queue_priority=queue_priority, explicit=manifest.spec.priority,
-    )
-    return to_workload(manifest, job.id, job.created_at, priority=priority)
+def workload_of(job: JobRecord, now: float, queue_priority: int = 0,
+                cache: dict[tuple[str, str], tuple[Workload, int | None]] | None = None) -> Workload:
+    """The job as the scheduler sees it, with its priority as of ``now`` (deadlines come closer).
+
+    Parsing a manifest is the costly part, so the parsed workload is cached per job and manifest;
+    the priority is recomputed every round.
+    """
+    key = (job.id, job.name)
+    hit = cache.get(key) if cache is not None else None
+    if hit is None:
+        manifest = job.manifest
+        hit = (to_workload(manifest, job.id, job.created_at), manifest.spec.priority)
+        if cache is not None:
+            cache[key] = hit
+    base, explicit = hit
+    priority = compute_priority(base.kind, base.total_gpu_milli, base.estimated_duration_s, base.deadline, now,
+                                queue_priority=queue_priority, explicit=explicit)
+    return replace(base, priority=priority)
 
 
 class SchedulerController(Controller):
@@ -41,6 +52,8 @@ class SchedulerController(Controller):
         self.scheduler = scheduler
         self.clock = clock
         self.last_round_seconds = 0.0
+        # Manifests never change after submission, so a job's parsed workload is kept while it lives.
+        self._workloads: dict[tuple[str, str], tuple[Workload, int | None]] = {}
 
     def reconcile(self) -> None:
         pending_jobs, _ = self.store.list_jobs(states=[JobState.PENDING], limit=100_000)
@@ -52,7 +65,8 @@ class SchedulerController(Controller):
         nodes = [n.to_node() for n in self.store.list_nodes()]
         active, _ = self.store.list_jobs(states=sorted(ACTIVE), limit=100_000)
         running = [
-            RunningWorkload(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0),
+            RunningWorkload(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0,
+                                        self._workloads),
                             j.placement, started_at=j.started_at or j.updated_at,
                             last_checkpoint_at=j.last_checkpoint_at)
             for j in active if j.placement is not None
@@ -61,9 +75,13 @@ class SchedulerController(Controller):
         pending: list[Workload] = []
         for j in pending_jobs:
             try:
-                pending.append(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0))
+                pending.append(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0,
+                                           self._workloads))
             except ModelplaneError as exc:  # a manifest that no longer validates (e.g. after an upgrade)
                 self.store.transition_job(j.id, JobState.FAILED, "InvalidSpec", str(exc))
+        live = {j.id for j in pending_jobs} | {j.id for j in active}
+        for key in [k for k in self._workloads if k[0] not in live]:
+            del self._workloads[key]
         result = self.scheduler.schedule(SchedulingInput(nodes, queues, running, pending, now))
         for placement in result.placements:
             job = by_id[placement.job_id]

@@ -13,9 +13,9 @@ from modelplane.core.workload import PodSet, Workload
 from modelplane.scheduler.interface import SchedulingInput, SchedulingResult
 
 
-def node_admits(node: Node, ps: PodSet) -> bool:
+def node_admits(node: Node, ps: PodSet, *, check_state: bool = True) -> bool:
     """Hard constraints only: state, selector, required affinity, taints, TEE, accelerator model."""
-    if not node.schedulable:
+    if check_state and not node.schedulable:
         return False
     if ps.node_selector and not matches_node_selector(ps.node_selector, node.labels):
         return False
@@ -96,3 +96,23 @@ def explain_unplaceable(w: Workload, nodes: list[Node]) -> str:
         if not eligible:
             return f"no node satisfies the constraints of pod set {ps.name!r} (selector, affinity, taints, TEE, model)"
     return f"not enough free capacity for all {w.task_count} task(s) at once; waiting for resources to free up"
+
+
+def unsatisfiable(w: Workload, nodes: list[Node]) -> str | None:
+    """Why no node of the pool, even empty, could ever hold a task of this workload; None if some can.
+
+    Used at submission: a job that can never run is refused with the reason, not left pending forever.
+    """
+    if not nodes:
+        return None  # an empty pool may still grow; the job waits
+    for ps in w.pod_sets:
+        # Whatever state a node is in now (cordoned, not ready), it may come back.
+        eligible = [n for n in nodes if node_admits(n, ps, check_state=False)]
+        if not eligible:
+            return (f"pod set {ps.name!r}: no node matches its nodeSelector, required node affinity, "
+                    "tolerations, TEE and accelerator model")
+        if not any(NodeFree.of(n).fits(ps.request) for n in eligible):
+            return (f"pod set {ps.name!r}: no matching node is large enough for one task "
+                    f"(cpu {ps.request.cpu_milli}m, memory {ps.request.memory_mib}Mi, "
+                    f"{ps.request.gpu_count} x {ps.request.gpu_milli / 1000:g} accelerator)")
+    return None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from alembic import command
@@ -32,7 +33,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
 
 from modelplane.core.errors import Conflict, InvalidSpec, NotFound
 from modelplane.core.job import TERMINAL, JobState, JobStatus, decide
@@ -188,7 +188,10 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30})
+        # Pooled connections: opening and closing a SQLite connection (and its WAL checkpoint) per
+        # call cost more than the queries themselves.
+        engine = create_engine(url, pool_size=8, max_overflow=24,
+                               connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):
@@ -382,7 +385,6 @@ class Store:
             existing = self._job_by_request_id(request_id)
             if existing is not None:
                 return existing
-        self.get_queue(manifest.spec.queue)  # unknown queue -> NotFound with a hint
         now = self.clock()
         job_id = uuid.uuid4().hex
         values = dict(
@@ -395,6 +397,10 @@ class Store:
         )
         try:
             with self._tx() as c:
+                if c.execute(select(t.queues.c.name).where(t.queues.c.name == manifest.spec.queue)).first() is None:
+                    raise NotFound(f"queue {manifest.spec.queue!r} does not exist",
+                                   hint="list queues with 'modelplane get queues' or create it in the cluster file",
+                                   field="spec.queue")
                 c.execute(insert(t.jobs).values(**values))
                 c.execute(insert(t.job_events).values(job_id=job_id, time=now, type="Normal", from_state=None,
                                                       to_state=JobState.PENDING.value, reason="Created",
@@ -407,7 +413,7 @@ class Store:
             raise Conflict(f"a job named {manifest.metadata.name!r} already exists",
                            hint="choose another metadata.name, or delete the old job first",
                            field="metadata.name") from None
-        return self.get_job(job_id)
+        return _job_from_row(SimpleNamespace(**values))
 
     def _job_by_request_id(self, request_id: str) -> JobRecord | None:
         with self._tx() as c:
@@ -423,9 +429,12 @@ class Store:
 
     def list_jobs(self, *, states: Sequence[JobState] | None = None, queue: str | None = None,
                   kind: str | None = None, team: str | None = None, limit: int = 100,
-                  after: str | None = None) -> tuple[list[JobRecord], str | None]:
+                  after: str | None = None, cancel_requested: bool | None = None,
+                  ) -> tuple[list[JobRecord], str | None]:
         """Jobs oldest first; ``after`` is the cursor returned by the previous page."""
         q = select(t.jobs)
+        if cancel_requested is not None:
+            q = q.where(t.jobs.c.cancel_requested.is_(cancel_requested))
         if states:
             q = q.where(t.jobs.c.state.in_([s.value for s in states]))
         if queue:

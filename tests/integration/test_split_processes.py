@@ -1,0 +1,57 @@
+"""Production shape: PostgreSQL, the API and each controller as its own process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import fresh_postgres_url
+from tests.integration.conftest import REPO, make_server
+
+pytestmark = pytest.mark.integration
+
+
+def test_api_and_controllers_as_separate_processes(tmp_path, postgres_server):
+    server = make_server(tmp_path, fresh_postgres_url(postgres_server))
+    api = subprocess.Popen([sys.executable, "-m", "modelplane", "api", "--cluster",
+                            str(REPO / "examples" / "cluster.yaml"), "--port", str(server.port)],
+                           cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    controllers: list[subprocess.Popen[bytes]] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        # Without controllers a job is accepted but nothing runs it.
+        r = server.cli("apply", "-f", str(REPO / "examples" / "pipeline.yaml"))
+        assert r.returncode == 0, r.stderr
+        time.sleep(1.5)
+        with server.client() as c:
+            assert c.get("/jobs/features-daily").json()["state"] == "Pending"
+        for name in ("scheduler", "jobs", "node-agent", "node-health"):
+            controllers.append(subprocess.Popen([sys.executable, "-m", "modelplane", "run-controller", name],
+                                                cwd=REPO, env=server.env, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.STDOUT))
+        with server.client() as c:
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                job = c.get("/jobs/features-daily").json()
+                if job["state"] in ("Succeeded", "Failed"):
+                    break
+                time.sleep(0.3)
+            assert job["state"] == "Succeeded", job
+            logs = c.get("/jobs/features-daily/logs").json()["items"]
+            assert "3 stages ok" in logs[0]["text"]
+        r = server.cli("run-controller", "nonsense")
+        assert r.returncode == 2 and "scheduler" in r.stderr
+    finally:
+        for p in [*controllers, api]:
+            p.terminate()
+            p.wait(10)
