@@ -55,7 +55,7 @@ def start_server(home: Path, database_url: str | None) -> tuple[subprocess.Popen
         ],
         cwd=home,
         env=env,
-        stdout=open(home / "server.log", "wb"),
+        stdout=open(home / "server.log", "wb"),  # noqa: SIM115 (the server process owns it)
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
