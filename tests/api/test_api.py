@@ -126,3 +126,15 @@ def test_openapi_document_lists_every_route(client):
     for p in ("/api/v1/jobs", "/api/v1/jobs/{name}", "/api/v1/jobs/{name}/events", "/api/v1/jobs/{name}/logs",
               "/api/v1/nodes", "/api/v1/nodes/{name}/drain", "/api/v1/queues", "/api/v1/cluster/import"):
         assert p in paths
+
+
+def test_metrics_need_a_token_and_report_the_pool(client, store):
+    from fastapi.testclient import TestClient
+
+    assert TestClient(create_app(store)).get("/metrics").status_code == 401
+    client.post("/api/v1/jobs", json=training_doc("a"))
+    text = client.get("/metrics").text
+    assert 'modelplane_jobs{queue="training",state="Pending"} 1.0' in text
+    assert 'modelplane_accelerators{model="NVIDIA-A100",status="idle"} 8.0' in text
+    assert 'modelplane_queue_quota_accelerators{model="NVIDIA-A100",queue="training"} 8.0' in text
+    assert "modelplane_http_request_duration_seconds_bucket" in text

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelplane import __version__
 from modelplane.api.auth import Principal, authenticate
 from modelplane.backends.base import Backend
 from modelplane.core.errors import ModelplaneError
+from modelplane.obs.metrics import HTTP_REQUESTS, install_store_collector
 from modelplane.store import Store
 
 log = logging.getLogger("modelplane.api")
@@ -75,6 +78,22 @@ def create_app(store: Store, log_reader: Backend | None = None,
         log.exception("unexpected error")
         return _error(500, {"error": "InternalError", "message": f"internal error: {type(exc).__name__}",
                             "hint": "this is a bug in modelplane; the server log has the details"})
+
+    registry = install_store_collector(store)
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse, dependencies=[Depends(require_principal)])
+    def metrics() -> Response:
+        """Prometheus metrics (scrape with a bearer token: zero trust covers metrics too)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"], response_class=PlainTextResponse)
     def healthz() -> str:

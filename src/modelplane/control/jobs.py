@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
 from modelplane.control.base import Controller
@@ -19,6 +20,7 @@ from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
 from modelplane.core.job import JobState
 from modelplane.core.node import NodeState
 from modelplane.core.spec import template_for
+from modelplane.obs.metrics import LAUNCH_SECONDS, MIGRATIONS, TRANSITIONS
 from modelplane.store import JobRecord, Store
 
 log = logging.getLogger("modelplane.control.jobs")
@@ -40,6 +42,14 @@ class JobController(Controller):
         self.clock = clock
         self.stop_grace = stop_grace_seconds
 
+    def _transition(self, job_id: str, proposed: JobState, reason: str, message: str = "",
+                    **kw: Any) -> JobRecord:
+        job = self.store.transition_job(job_id, proposed, reason, message, **kw)
+        TRANSITIONS.labels(job.state.value, job.reason).inc()
+        if reason == "NodeLost":
+            MIGRATIONS.inc()
+        return job
+
     def reconcile(self) -> None:
         jobs, _ = self.store.list_jobs(states=[JobState.ADMITTED, JobState.RUNNING, JobState.PREEMPTED,
                                                JobState.RECOVERING], limit=100_000)
@@ -58,11 +68,11 @@ class JobController(Controller):
         state = job.state
         if job.cancel_requested and state in (JobState.PENDING, JobState.PREEMPTED, JobState.RECOVERING):
             self.backend.stop(job.id, self.stop_grace)
-            self.store.transition_job(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
+            self._transition(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
         elif job.cancel_requested:
             self.backend.stop(job.id, self.stop_grace)
             self._record_final(job)
-            self.store.transition_job(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
+            self._transition(job.id, JobState.CANCELLED, "Cancelled", "cancelled by user")
         elif state is JobState.ADMITTED:
             self._start(job)
         elif state is JobState.RUNNING:
@@ -71,7 +81,7 @@ class JobController(Controller):
             self.backend.stop(job.id, self.stop_grace)
             self.store.clear_tasks(job.id)
             why = "preempted" if state is JobState.PREEMPTED else "recovering"
-            self.store.transition_job(job.id, JobState.PENDING, "Requeued", f"{why}; waiting to be placed again")
+            self._transition(job.id, JobState.PENDING, "Requeued", f"{why}; waiting to be placed again")
 
     def _launches(self, job: JobRecord) -> list[TaskLaunch]:
         assert job.placement is not None
@@ -96,7 +106,7 @@ class JobController(Controller):
         known = self.store.list_tasks(job.id)
         if known and all(t.handle for t in known):
             # Launched before a restart but not yet marked Running: watch what is there.
-            self.store.transition_job(job.id, JobState.RUNNING, "Started", "tasks re-adopted after restart",
+            self._transition(job.id, JobState.RUNNING, "Started", "tasks re-adopted after restart",
                                       expected_version=job.resource_version)
             return
         if known:
@@ -106,21 +116,22 @@ class JobController(Controller):
         try:
             launches = self._launches(job)
         except ModelplaneError as exc:
-            self.store.transition_job(job.id, JobState.FAILED, "InvalidSpec", str(exc))
+            self._transition(job.id, JobState.FAILED, "InvalidSpec", str(exc))
             return
         for t in launches:
             self.store.put_task(job.id, t.rank, pod_set=t.pod_set, node=t.node, phase=TaskPhase.STARTING.value)
         try:
             statuses = self.backend.launch(launches)
+            LAUNCH_SECONDS.labels(self.backend.name).observe(self.backend.last_launch_seconds)
         except ModelplaneError as exc:
             self.backend.stop(job.id, self.stop_grace)
-            self.store.transition_job(job.id, JobState.FAILED, "LaunchFailed", str(exc))
+            self._transition(job.id, JobState.FAILED, "LaunchFailed", str(exc))
             return
         by_rank = {t.rank: t for t in launches}
         for st in statuses:
             self.store.put_task(job.id, st.rank, pod_set=by_rank[st.rank].pod_set, node=by_rank[st.rank].node,
                                 phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle)
-        self.store.transition_job(job.id, JobState.RUNNING, "Started",
+        self._transition(job.id, JobState.RUNNING, "Started",
                                   f"{len(launches)} task(s) started by the {self.backend.name} backend",
                                   expected_version=job.resource_version)
 
@@ -130,7 +141,7 @@ class JobController(Controller):
                              if node_states.get(t.node) not in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)})
         if lost_nodes:
             self.backend.stop(job.id, self.stop_grace)
-            self.store.transition_job(job.id, JobState.RECOVERING, "NodeLost",
+            self._transition(job.id, JobState.RECOVERING, "NodeLost",
                                       f"node(s) {', '.join(lost_nodes)} stopped responding; moving the job")
             return
         known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in known_rows]
@@ -146,17 +157,17 @@ class JobController(Controller):
         if failed:
             first = min(failed, key=lambda s: s.rank)
             self.backend.stop(job.id, self.stop_grace)
-            self.store.transition_job(job.id, JobState.FAILED, "TaskFailed",
+            self._transition(job.id, JobState.FAILED, "TaskFailed",
                                       f"rank {first.rank} failed: {first.message or f'exit code {first.exit_code}'}",
                                       expected_version=job.resource_version)
         elif lost:
             self.backend.stop(job.id, self.stop_grace)
             ranks = ", ".join(str(s.rank) for s in lost)
-            self.store.transition_job(job.id, JobState.RECOVERING, "TaskLost",
+            self._transition(job.id, JobState.RECOVERING, "TaskLost",
                                       f"rank(s) {ranks} vanished without an exit code",
                                       expected_version=job.resource_version)
         elif statuses and all(s.phase is TaskPhase.SUCCEEDED for s in statuses):
-            self.store.transition_job(job.id, JobState.SUCCEEDED, "Completed",
+            self._transition(job.id, JobState.SUCCEEDED, "Completed",
                                       f"all {len(statuses)} task(s) exited 0", expected_version=job.resource_version)
 
     def _record_final(self, job: JobRecord) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from modelplane.core.job import ACTIVE, JobState
 from modelplane.core.priority import compute_priority
 from modelplane.core.spec import to_workload
 from modelplane.core.workload import Workload
+from modelplane.obs.metrics import PLACEMENT_LATENCY, PLACEMENTS, PREEMPTIONS, SCHEDULER_ROUND
 from modelplane.scheduler.interface import RunningWorkload, Scheduler, SchedulingInput
 from modelplane.store import JobRecord, Store
 
@@ -82,6 +84,7 @@ class SchedulerController(Controller):
         live = {j.id for j in pending_jobs} | {j.id for j in active}
         for key in [k for k in self._workloads if k[0] not in live]:
             del self._workloads[key]
+        started = time.perf_counter()
         result = self.scheduler.schedule(SchedulingInput(nodes, queues, running, pending, now))
         for placement in result.placements:
             job = by_id[placement.job_id]
@@ -90,13 +93,18 @@ class SchedulerController(Controller):
                 self.store.transition_job(job.id, JobState.ADMITTED, "Scheduled",
                                           f"placed {len(placement.assignments)} task(s) on {nodes_used}",
                                           expected_version=job.resource_version, placement=placement)
+                PLACEMENTS.labels(job.queue).inc()
+                PLACEMENT_LATENCY.labels(job.queue).observe(max(0.0, now - job.created_at))
             except (Conflict, InvalidTransition):
                 log.info("job %s changed while being scheduled; next round decides again", job.name)
         for pre in result.preemptions:
             try:
-                self.store.transition_job(pre.job_id, JobState.PREEMPTED, "Preempted", pre.reason)
+                victim = self.store.transition_job(pre.job_id, JobState.PREEMPTED, "Preempted", pre.reason)
+                PREEMPTIONS.labels(victim.queue).inc()
             except (Conflict, InvalidTransition):
                 log.info("job %s changed before it could be preempted", pre.job_id)
+        self.last_round_seconds = time.perf_counter() - started
+        SCHEDULER_ROUND.observe(self.last_round_seconds)
         for job_id, why in result.pending_reasons.items():
             waiting = by_id.get(job_id)
             if waiting is not None and waiting.pending_reason != why:
