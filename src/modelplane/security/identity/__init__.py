@@ -1,0 +1,1 @@
+"""Identities and credentials: passwords, TOTP, signed access tokens, API keys, device keys."""
