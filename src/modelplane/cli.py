@@ -297,6 +297,23 @@ def cluster_import(file: Path) -> None:
     out.print(f"imported {len(res['nodes'])} node(s) and {len(res['queues'])} queue(s)")
 
 
+def _register_command_groups() -> None:
+    """Command groups that live in their own modules (one job each), added when present."""
+    import importlib
+
+    for module in ("modelplane.cli_security", "modelplane.cli_sim", "modelplane.cli_data"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_command_groups()
+
+
 def main() -> None:
     app()
 
