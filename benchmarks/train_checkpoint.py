@@ -1,0 +1,226 @@
+"""Checkpoint cost: blocking window of our asynchronous save vs our synchronous save vs plain
+``torch.save``, write throughput vs the raw sequential write bandwidth of the same disk (measured
+in the same run), and restore time (ours with checksum verification, ours without, torch.load).
+
+"Overlapped" is ``overlap_staging=True``: the host copy runs beside the next forward/backward and
+the optimizer step waits for it; its blocking window is that wait plus the call itself.
+
+Model: a stack of Linear layers (default 64M parameters, 256 MB fp32) plus Adam state (2x), so
+about 768 MB of state. Every write is fsynced (raw baseline included) unless --no-fsync.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/train_checkpoint.py [--params-m 64] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build(params_m: int, device: str):  # type: ignore[no-untyped-def]
+    import torch
+    from torch import nn
+
+    width = 2048
+    layers = max(1, round(params_m * 1e6 / (width * width + width)))
+    model = nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(8, width, device=device)
+    model(x).sum().backward()
+    opt.step()  # materialise Adam's state
+    opt.zero_grad(set_to_none=True)
+    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    nbytes += sum(
+        v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)
+    )
+    return model, opt, nbytes
+
+
+def train_step(model, opt, device: str) -> None:  # type: ignore[no-untyped-def]
+    """One real step (forward, backward, Adam): training goes on between and during saves."""
+    import torch
+
+    x = torch.randn(4, model[0].in_features, device=device)
+    model(x).square().mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def raw_write(path: Path, nbytes: int, fsync: bool) -> float:
+    """Sequential write of nbytes in 64 MiB blocks: the physical limit of this disk from Python.
+    Measured once per round, beside the saves, because the shared disk's speed drifts."""
+    block = os.urandom(64 << 20)
+    t0 = time.perf_counter()
+    with open(path, "wb") as fh:
+        left = nbytes
+        while left > 0:
+            n = min(left, len(block))
+            fh.write(block[:n] if n < len(block) else block)
+            left -= n
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
+    dt = time.perf_counter() - t0
+    path.unlink()
+    return nbytes / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params-m", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
+    ap.add_argument("--no-fsync", action="store_true")
+    a = ap.parse_args()
+    import torch
+
+    from modelplane.train.checkpoint import CheckpointManager
+
+    fsync = not a.no_fsync
+    root = Path(a.dir or tempfile.mkdtemp(prefix="mp-ckpt-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    model, opt, nbytes = build(a.params_m, a.device)
+    log(f"state {nbytes / 1e6:.0f} MB on {a.device}, writing under {root}")
+
+    sync_mgr = CheckpointManager(str(root / "sync"), keep_last=2, asynchronous=False, fsync=fsync).track(
+        model=model, optimizer=opt
+    )
+    async_mgr = CheckpointManager(str(root / "async"), keep_last=2, asynchronous=True, fsync=fsync).track(
+        model=model, optimizer=opt
+    )
+    overlap_mgr = CheckpointManager(
+        str(root / "overlap"), keep_last=2, asynchronous=True, overlap_staging=True, fsync=fsync
+    ).track(model=model, optimizer=opt)
+
+    def torch_save(i: int) -> float:
+        t0 = time.perf_counter()
+        with open(root / f"torch-{i}.pt", "wb") as fh:
+            torch.save({"model": model.state_dict(), "optim": opt.state_dict()}, fh)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        return time.perf_counter() - t0
+
+    # the first async save allocates DCP's staging buffers: reported apart from the steady state
+    first_blocking = async_mgr.save(0).blocking_s
+    async_mgr.wait()
+    overlap_mgr.save(0)
+    overlap_mgr.wait()
+    ts_times, sync_times, blocking, totals, overlap_blocking = [], [], [], [], []
+    raw_rounds, step_plain, step_overlapped = [], [], []
+    for i in range(a.repeats):  # interleaved, so disk-cache drift on a shared machine hits all alike
+        raw_rounds.append(raw_write(root / "raw.bin", nbytes, fsync))
+        t0 = time.perf_counter()
+        train_step(model, opt, a.device)
+        step_plain.append(time.perf_counter() - t0)
+        ts_times.append(torch_save(i % 2))
+        train_step(model, opt, a.device)
+        sync_times.append(sync_mgr.save(i + 1).blocking_s)
+        train_step(model, opt, a.device)
+        rec = async_mgr.save(i + 1)
+        async_mgr.wait()
+        blocking.append(rec.blocking_s)
+        totals.append(rec.total_s or 0.0)
+        t0 = time.perf_counter()
+        rec2 = overlap_mgr.save(i + 1)
+        train_step(model, opt, a.device)  # forward/backward overlap the copy; the step waits for it
+        step_overlapped.append(time.perf_counter() - t0)
+        overlap_blocking.append(rec2.blocking_s)
+        overlap_mgr.wait()
+        log(
+            f"round {i}: torch.save {ts_times[-1]:.2f} s, sync {sync_times[-1]:.2f} s, async blocking "
+            f"{blocking[-1]:.3f} s / commit {totals[-1]:.2f} s, overlapped blocking {overlap_blocking[-1]:.3f} s"
+        )
+    sync_mgr.close()
+    overlap_mgr.close()
+    raw_bw = statistics.median(raw_rounds)
+
+    # training goes on during an asynchronous save: count the steps it gets done meanwhile
+    train_step(model, opt, a.device)
+    rec = async_mgr.save(a.repeats + 1)
+    saved = [p.detach().clone() for p in model.parameters()]
+    steps_during = 0
+    while async_mgr._pending is not None and not async_mgr._pending.done():
+        train_step(model, opt, a.device)
+        steps_during += 1
+    async_mgr.wait()
+    async_mgr.close()
+    overlapped_commit = rec.total_s or 0.0
+
+    # restore
+    def restore(verify: bool) -> float:
+        m2, o2, _ = build(a.params_m, a.device)
+        mgr = CheckpointManager(str(root / "async"), verify_on_resume=verify).track(model=m2, optimizer=o2)
+        t0 = time.perf_counter()
+        mgr.resume()
+        dt = time.perf_counter() - t0
+        mgr.close()
+        ok = all(torch.equal(p, q) for p, q in zip(saved, m2.parameters(), strict=True))
+        if not ok:
+            raise SystemExit("restored parameters differ from the saved ones")
+        return dt
+
+    restore_verified = restore(True)
+    restore_unverified = restore(False)
+    m3, o3, _ = build(a.params_m, a.device)
+    t0 = time.perf_counter()
+    state = torch.load(root / "torch-0.pt", map_location=a.device)
+    m3.load_state_dict(state["model"])
+    o3.load_state_dict(state["optim"])
+    restore_torch = time.perf_counter() - t0
+    log(
+        f"restore ours {restore_verified:.2f} s (verified) / {restore_unverified:.2f} s, torch.load {restore_torch:.2f} s"
+    )
+
+    med = statistics.median
+    out = {
+        "benchmark": "train_checkpoint",
+        "device": a.device,
+        "state_mb": round(nbytes / 1e6, 1),
+        "fsync": fsync,
+        "raw_write_gb_s": round(raw_bw / 1e9, 3),
+        "torch_save_s": round(med(ts_times), 3),
+        "sync_save_s": round(med(sync_times), 3),
+        "async_blocking_s": round(med(blocking), 4),
+        "async_first_blocking_s": round(first_blocking, 4),
+        "overlap_staging_blocking_s": round(med(overlap_blocking), 4),
+        "ratio_overlap_blocking_to_torch_save": round(med(overlap_blocking) / med(ts_times), 4),
+        "train_step_s": round(med(step_plain), 4),
+        "train_step_with_overlapped_save_s": round(med(step_overlapped), 4),
+        "async_commit_s": round(med(totals), 3),
+        "train_steps_during_async_save": steps_during,
+        "async_commit_while_training_s": round(overlapped_commit, 3),
+        "ratio_async_blocking_to_torch_save": round(med(blocking) / med(ts_times), 4),
+        "ratio_async_blocking_to_sync_save": round(med(blocking) / med(sync_times), 4),
+        "ratio_sync_save_to_torch_save": round(med(sync_times) / med(ts_times), 3),
+        "async_write_gb_s": round(nbytes / med(totals) / 1e9, 3),
+        "ratio_async_throughput_to_raw_disk": round(nbytes / med(totals) / raw_bw, 3),
+        "ratio_sync_throughput_to_raw_disk": round(nbytes / med(sync_times) / raw_bw, 3),
+        "restore_verified_s": round(restore_verified, 3),
+        "restore_unverified_s": round(restore_unverified, 3),
+        "restore_torch_load_s": round(restore_torch, 3),
+        "ratio_restore_verified_to_torch_load": round(restore_verified / restore_torch, 3),
+        "repeats": a.repeats,
+    }
+    if not a.dir:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

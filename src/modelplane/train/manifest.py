@@ -1,0 +1,161 @@
+"""The commit record of a checkpoint: written last, it lists every file with its size and checksum.
+
+A checkpoint folder without a manifest is a save that never finished (crash, SIGKILL, full disk)
+and does not exist for resume. A manifest whose files do not match is a corrupt checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from modelplane.train.errors import CorruptCheckpoint
+
+MANIFEST_NAME = "MANIFEST.json"
+FORMAT = "modelplane-checkpoint/1"
+_CHUNK = 8 << 20
+
+
+class _Crc32:
+    """zlib's CRC-32 behind the hashlib interface: several times faster than SHA-256 when the
+    threat is bit rot and truncation rather than an adversary."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self) -> str:
+        return f"{self._value:08x}"
+
+
+class _Crc32c:
+    """CRC-32C through google-crc32c (hardware instructions, ~2.7 GB/s here vs ~0.7 for SHA-256)."""
+
+    def __init__(self) -> None:
+        try:
+            google_crc32c: Any = importlib.import_module("google_crc32c")
+        except ImportError:
+            raise CorruptCheckpoint(
+                "checksum crc32c needs the google-crc32c package",
+                path=MANIFEST_NAME,
+                hint="pip install 'modelplane[data]' (google-crc32c)",
+            ) from None
+        self._h = google_crc32c.Checksum()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._h.update(bytes(data) if isinstance(data, memoryview) else data)
+
+    def hexdigest(self) -> str:
+        return str(self._h.digest().hex())
+
+
+CHECKSUMS: dict[str, Callable[[], Any]] = {
+    "crc32c": _Crc32c,
+    "sha256": hashlib.sha256,
+    "blake2b": hashlib.blake2b,
+    "crc32": _Crc32,
+}
+
+
+def default_algorithm() -> str:
+    """crc32c when google-crc32c is installed (fast, catches bit rot and truncation), else sha256."""
+    try:
+        import google_crc32c  # noqa: F401
+    except ImportError:
+        return "sha256"
+    return "crc32c"
+
+
+def hasher(algorithm: str) -> Any:
+    try:
+        return CHECKSUMS[algorithm]()
+    except KeyError:
+        raise CorruptCheckpoint(
+            f"unknown checksum algorithm {algorithm!r}",
+            path=MANIFEST_NAME,
+            hint=f"use one of {sorted(CHECKSUMS)}",
+        ) from None
+
+
+def digest_bytes(data: bytes, algorithm: str) -> str:
+    h = hasher(algorithm)
+    h.update(data)
+    return str(h.hexdigest())
+
+
+def digest_stream(fh: BinaryIO, algorithm: str) -> tuple[str, int]:
+    """Checksum and length of a stream, read in chunks so a large shard never sits in memory twice."""
+    h = hasher(algorithm)
+    size = 0
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        h.update(chunk)
+    return str(h.hexdigest()), size
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    step: int
+    world_size: int
+    algorithm: str
+    files: dict[str, FileEntry]
+    created_unix: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        body = {
+            "format": FORMAT,
+            "step": self.step,
+            "world_size": self.world_size,
+            "algorithm": self.algorithm,
+            "created_unix": self.created_unix,
+            "metadata": self.metadata,
+            "files": {
+                name: {"size": e.size, "checksum": e.checksum} for name, e in sorted(self.files.items())
+            },
+        }
+        return json.dumps(body, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str) -> Manifest:
+        try:
+            body = json.loads(data)
+            if body.get("format") != FORMAT:
+                raise ValueError(f"format {body.get('format')!r}, expected {FORMAT!r}")
+            return cls(
+                step=int(body["step"]),
+                world_size=int(body["world_size"]),
+                algorithm=str(body["algorithm"]),
+                created_unix=float(body["created_unix"]),
+                metadata=dict(body.get("metadata", {})),
+                files={n: FileEntry(int(e["size"]), str(e["checksum"])) for n, e in body["files"].items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptCheckpoint(
+                f"manifest {where} is unreadable: {exc}",
+                path=where,
+                hint="the checkpoint is skipped; delete the folder if it keeps appearing",
+            ) from None
+
+
+def merge_entries(parts: Iterable[dict[str, FileEntry]]) -> dict[str, FileEntry]:
+    out: dict[str, FileEntry] = {}
+    for part in parts:
+        out.update(part)
+    return out

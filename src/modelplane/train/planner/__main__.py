@@ -1,0 +1,3 @@
+from modelplane.train.planner.table import main
+
+raise SystemExit(main())
