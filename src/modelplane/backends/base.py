@@ -120,12 +120,25 @@ def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[.
     return deco
 
 
+# Backends shipped with modelplane register themselves when their module is first imported; their
+# SDKs (ray, kubernetes) are imported only when the backend is used.
+_BUILTIN_MODULES = {
+    "local": "modelplane.backends.local",
+    "ray": "modelplane.backends.ray",
+    "kubernetes": "modelplane.backends.kubernetes",
+}
+
+
 def create_backend(name: str, **kwargs: object) -> Backend:
     if name == "local" and name not in _REGISTRY:
         import modelplane.backends.local  # noqa: F401  (registers itself)
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        import importlib
+
+        importlib.import_module(_BUILTIN_MODULES[name])
     if name not in _REGISTRY:
         raise ModelplaneError(
             f"unknown backend {name!r}",
-            hint=f"set MODELPLANE_BACKEND to one of: {', '.join(sorted(_REGISTRY) or ['local'])}",
+            hint=f"set MODELPLANE_BACKEND to one of: {', '.join(sorted(set(_REGISTRY) | set(_BUILTIN_MODULES)))}",
         )
     return _REGISTRY[name](**kwargs)
