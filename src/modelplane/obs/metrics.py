@@ -56,12 +56,12 @@ class StoreCollector(Collector):
         all_live, _ = self.store.list_jobs(states=live, limit=1_000_000)
         queues = {q.name: q.spec for q in self.store.list_queues()}
         for q in queues:
-            for s in live:
-                counts[(q, s.value)] = 0
+            for st in live:
+                counts[(q, st.value)] = 0
         for j in all_live:
             counts[(j.queue, j.state.value)] = counts.get((j.queue, j.state.value), 0) + 1
-        for (q, s), n in sorted(counts.items()):
-            jobs.add_metric([q, s], n)
+        for (q, state), count in sorted(counts.items()):
+            jobs.add_metric([q, state], count)
         yield jobs
 
         records = self.store.list_nodes()
@@ -70,8 +70,8 @@ class StoreCollector(Collector):
         by_state: dict[str, int] = {}
         for r in records:
             by_state[r.state.value] = by_state.get(r.state.value, 0) + 1
-        for s, n in sorted(by_state.items()):
-            node_state.add_metric([s], n)
+        for state, count in sorted(by_state.items()):
+            node_state.add_metric([state], count)
         yield node_state
 
         active = [j for j in all_live if j.state in ACTIVE and j.placement]
