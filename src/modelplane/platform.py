@@ -90,10 +90,14 @@ def build_platform(settings: Settings, controllers: tuple[str, ...] = CONTROLLER
     import the cluster file, and assemble the backend and the controllers."""
     settings.home.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
-    token = ensure_admin_token(store) if serves_api else None
+    # The first admin (service account 'admin', API key scoped role:admin) is created by the process
+    # that serves the API, which also holds the signing keys under <home>/keys.
+    token = ensure_admin_token(store, settings.home) if serves_api else None
     if token:
         creds = settings.home / "credentials"
-        creds.write_text(yaml.safe_dump({"api_url": settings.resolved_api_url, "token": token}))
+        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(yaml.safe_dump({"api_url": settings.resolved_api_url, "token": token}))
         os.chmod(creds, 0o600)
     if settings.cluster_file:
         import_cluster_file(store, settings.cluster_file)

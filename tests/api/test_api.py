@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 
 from modelplane.api.app import create_app
 from modelplane.api.auth import ensure_admin_token
+from modelplane.api.security import release_security
 from tests.helpers import training_doc
 
 CLUSTER = {
@@ -22,31 +23,45 @@ CLUSTER = {
 
 
 @pytest.fixture
-def client(store):
-    token = ensure_admin_token(store)
+def admin_token(store, tmp_path):
+    """The first admin's API key (the security services' keys live in tmp_path/keys)."""
+    token = ensure_admin_token(store, tmp_path, fast_hashing=True)
+    yield token
+    release_security(store)
+
+
+@pytest.fixture
+def client(store, admin_token):
     c = TestClient(create_app(store), raise_server_exceptions=False)
-    c.headers["Authorization"] = f"Bearer {token}"
+    c.headers["Authorization"] = f"Bearer {admin_token}"
     assert c.post("/api/v1/cluster/import", json=CLUSTER).status_code == 200
     return c
 
 
-def test_every_call_needs_a_token(store):
-    ensure_admin_token(store)
+def test_every_call_needs_a_token(store, admin_token):
     c = TestClient(create_app(store))
     assert c.get("/healthz").status_code == 200
     r = c.get("/api/v1/jobs")
-    assert r.status_code == 401 and "bearer token" in r.json()["message"]
+    assert r.status_code == 401 and "bearer token" in r.json()["hint"]
     r = c.get("/api/v1/jobs", headers={"Authorization": "Bearer mp_wrong"})
     assert r.status_code == 401 and r.json()["hint"]
 
 
-def test_admin_token_is_created_once_and_stored_hashed(store):
-    token = ensure_admin_token(store)
-    assert token and token.startswith("mp_")
-    assert ensure_admin_token(store) is None
-    from modelplane.api.auth import hash_token
+def test_admin_token_is_created_once_and_stored_hashed(store, admin_token):
+    import hashlib
 
-    assert store.find_token(token) is None and store.find_token(hash_token(token)) == ("admin", "admin")
+    from sqlalchemy import select
+
+    from modelplane.security.identity.sql import api_keys
+
+    assert admin_token and admin_token.startswith("mpk_")
+    assert ensure_admin_token(store) is None
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(api_keys)).all()
+    assert len(rows) == 1 and rows[0].account == "admin"
+    secret = admin_token.split("_", 2)[2]
+    assert rows[0].secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in repr(rows)
 
 
 def test_apply_get_list_cancel(client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelplane import __version__
-from modelplane.api.auth import Principal, authenticate
+from modelplane.api.security import ApiSecurity, audit_middleware, guard, security_for
 from modelplane.backends.base import Backend
 from modelplane.core.errors import ModelplaneError
 from modelplane.obs.metrics import HTTP_REQUESTS, install_store_collector
@@ -36,25 +36,28 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-def require_principal(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Principal:
-    return authenticate(state.store, request)
-
-
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
 def create_app(store: Store, log_reader: Backend | None = None,
-               extra_routers: list[Callable[[], APIRouter]] | None = None) -> FastAPI:
-    from modelplane.api.routes import cluster, jobs, nodes, queues
+               extra_routers: list[Callable[[], APIRouter]] | None = None,
+               *, security: ApiSecurity | None = None) -> FastAPI:
+    """``security`` defaults to this store's ``security_for(store)`` (keys under Settings().home)."""
+    from modelplane.api.routes import audit, cluster, identities, jobs, nodes, policies, queues
+    from modelplane.api.routes import auth as auth_routes
 
     app = FastAPI(
         title="modelplane",
         version=__version__,
         description="Train and serve large models on one shared pool of heterogeneous accelerators. "
-        "Every call but /healthz needs 'Authorization: Bearer <token>'.",
+        "Every call but /healthz and the credential exchanges under /api/v1/auth needs "
+        "'Authorization: Bearer <access token or API key>' and is authorized by Cedar policy.",
     )
     app.state.modelplane = AppState(store, log_reader)
+    sec = security or security_for(store)
+    app.state.security = sec
+    app.router.on_shutdown.append(sec.checkpoint_now)  # a last signed checkpoint on a clean stop
 
     @app.exception_handler(ModelplaneError)
     async def _mp_error(_: Request, exc: ModelplaneError) -> JSONResponse:
@@ -84,13 +87,13 @@ def create_app(store: Store, log_reader: Backend | None = None,
     @app.middleware("http")
     async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
+        response = await audit_middleware(request, call_next)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - start)
         return response
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse, dependencies=[Depends(require_principal)])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse, dependencies=[Depends(guard)])
     def metrics() -> Response:
         """Prometheus metrics (scrape with a bearer token: zero trust covers metrics too)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -99,9 +102,10 @@ def create_app(store: Store, log_reader: Backend | None = None,
     def healthz() -> str:
         return "ok"
 
-    auth = [Depends(require_principal)]
-    for module in (nodes, queues, jobs, cluster):
+    auth = [Depends(guard)]
+    for module in (nodes, queues, jobs, cluster, audit, identities, policies, auth_routes):
         app.include_router(module.router, prefix="/api/v1", dependencies=auth)
+    app.include_router(auth_routes.public_router, prefix="/api/v1")
     for make in extra_routers or []:
         app.include_router(make(), prefix="/api/v1", dependencies=auth)
 

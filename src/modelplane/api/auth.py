@@ -1,55 +1,34 @@
-"""Bearer tokens: every request but the health check needs one.
+"""The foundation's bearer-token seam, now backed by the security library (one credential system).
 
-At first start an admin token is created, shown once, and stored only as its SHA-256 hash. The
-security issue builds users, MFA and policies on this seam: ``authenticate`` returns a principal.
+The first admin is the service account ``admin`` (team ``platform``) with an API key scoped
+``role:admin``: created at first start, shown once, stored only as its SHA-256 hash in
+``security_api_keys``. The old ``api_tokens`` table is kept by the schema but no longer read.
+Users log in for short-lived Ed25519 access tokens (see ``api/routes/auth.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from dataclasses import dataclass
+import time
+from pathlib import Path
 
 from fastapi import Request
 
-from modelplane.core.errors import Unauthorized
+from modelplane.api.security import bearer, bootstrap_admin, security_for
+from modelplane.security.errors import AuthenticationFailed
+from modelplane.security.principal import Principal
 from modelplane.store import Store
 
-TOKEN_PREFIX = "mp_"
+__all__ = ["Principal", "authenticate", "ensure_admin_token"]
 
 
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    role: str
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def ensure_admin_token(store: Store) -> str | None:
-    """Create the first admin token if there is none; returns it (the only time it is ever seen)."""
-    if store.count_tokens():
-        return None
-    token = new_token()
-    store.add_token("admin", hash_token(token), "admin")
-    return token
+def ensure_admin_token(store: Store, home: Path | None = None, *, fast_hashing: bool = False) -> str | None:
+    """Create the first admin's API key if there is none; returns it (the only time it is ever seen)."""
+    return bootstrap_admin(security_for(store, home, fast_hashing=fast_hashing), time.time())
 
 
 def authenticate(store: Store, request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("this request needs a bearer token",
-                           hint="send 'Authorization: Bearer <token>'; the admin token was printed at first start "
-                                "(the CLI reads MODELPLANE_TOKEN or the credentials file)")
-    found = store.find_token(hash_token(token.strip()))
-    if found is None:
-        raise Unauthorized("the bearer token is not valid or was revoked",
-                           hint="check MODELPLANE_TOKEN; an admin can issue a new token")
-    return Principal(*found)
+    """Who sent this request (authentication only; the API's guard also authorizes and audits)."""
+    credential = bearer(request)
+    if not credential:
+        raise AuthenticationFailed("invalid or expired credentials", hint="send 'Authorization: Bearer <token>'")
+    return security_for(store).authenticator.authenticate(credential, time.time())

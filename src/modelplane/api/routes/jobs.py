@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from modelplane.api.app import AppState, get_state
+from modelplane.api.security import team_scope
 from modelplane.core.errors import Conflict, InvalidSpec, ModelplaneError, NotFound
 from modelplane.core.job import TERMINAL, JobState
 from modelplane.core.priority import compute_priority
@@ -72,7 +73,10 @@ def list_jobs(
     team: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after: str | None = None,
+    visible_team: Annotated[str | None, Depends(team_scope)] = None,
 ) -> dict[str, Any]:
+    """Jobs of the caller's team (the guard refuses another team's); admins see every team's."""
+    team = team or visible_team
     states = None
     if job_state:
         try:

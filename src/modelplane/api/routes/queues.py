@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from modelplane.api.app import AppState, get_state
+from modelplane.api.security import team_scope
 from modelplane.core.accounting import queue_usage
 from modelplane.core.job import ACTIVE, JobState
 from modelplane.core.queue import QueueSpec
@@ -54,8 +55,11 @@ def upsert_queue(spec: QueueSpec, state: State) -> dict[str, Any]:
 
 
 @router.get("/queues")
-def list_queues(state: State) -> dict[str, Any]:
-    return {"items": queue_views(state.store)}
+def list_queues(state: State, team: str | None = None,
+                visible_team: Annotated[str | None, Depends(team_scope)] = None) -> dict[str, Any]:
+    """Queues of the caller's team (admins: every queue, or one team's with ``team``)."""
+    only = team or visible_team
+    return {"items": [v for v in queue_views(state.store) if only is None or v["team"] == only]}
 
 
 @router.get("/queues/{name}")

@@ -68,8 +68,12 @@ entity Job, Queue, Dataset, Model = {
   sensitivity?: String,
   stage?: String,
 };
-entity Quota, Node, Identity, Policy, AuditLog = {
+entity Quota, Node, Policy, AuditLog = {
   owner_team?: String,
+};
+entity Identity = {
+  owner_team?: String,
+  caller_is_subject?: Bool,
 };
 type Ctx = {
   risk_score: Long,
@@ -86,3 +90,32 @@ action read, write appliesTo {
   context: Ctx,
 };
 """
+
+PLATFORM_ADDITIONS = """\
+
+// Platform additions (stored as policy version 1 at first start by the API).
+
+@id("platform-admins-operate-all-jobs-and-queues")
+permit (principal, action in [Action::"read", Action::"write"], resource)
+when { principal.role == "admin" && (resource is Job || resource is Queue) };
+
+@id("admins-read-the-audit-log")
+permit (principal, action == Action::"read", resource is AuditLog)
+when { principal.role == "admin" };
+
+@id("members-read-the-node-pool")
+permit (principal, action == Action::"read", resource is Node)
+when {
+  principal.role == "member" ||
+  (principal.role == "service" && principal.scopes.contains("nodes:read"))
+};
+
+@id("users-manage-their-own-credentials")
+permit (principal, action in [Action::"read", Action::"write"], resource is Identity)
+when { principal.kind == "user" && resource has caller_is_subject && resource.caller_is_subject };
+"""
+
+# What the API runs with: the least-privilege defaults plus what a working platform needs (admins
+# operate every team's jobs, members see the node pool they schedule on, users manage their own MFA
+# and devices). Still deny-by-default: auditors read the audit log and nothing else.
+PLATFORM_POLICIES = DEFAULT_POLICIES + PLATFORM_ADDITIONS
