@@ -71,8 +71,11 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
     out: list[Controller] = []
     for name in names:
         if name == "node-agent":
-            # Under the local backend this process hosts every node of the pool.
-            out.append(EmbeddedNodeAgent(store, lambda: [n.name for n in store.list_nodes()]))
+            # A backend that can tell which of its nodes are alive (Ray) speaks for them; under the
+            # local backend this process hosts every node of the pool.
+            alive = getattr(backend, "alive_node_names", None)
+            out.append(EmbeddedNodeAgent(store, alive if callable(alive) else
+                                         (lambda: [n.name for n in store.list_nodes()])))
         elif name == "scheduler":
             out.append(SchedulerController(store, make_scheduler(settings.scheduler), clock))
         elif name == "jobs":

@@ -48,6 +48,8 @@ def verify_code(
     totp = _totp(secret, digits, digest, interval)
     counter = int(now) // interval
     code = code.strip()
+    if not (code.isascii() and code.isdigit() and len(code) == digits):
+        return None  # not a code at all (compare_digest refuses non-ASCII text)
     for step in range(counter - window, counter + window + 1):
         if step < 0 or (last_counter is not None and step <= last_counter):
             continue
