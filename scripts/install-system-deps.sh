@@ -6,6 +6,13 @@ set -euo pipefail
 need=()
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Erasure coding (data/): the pyeclib wheel bundles liberasurecode + ISA-L, so nothing is needed
+# normally; Debian's libraries are the fallback when the ISA-L Cauchy backend does not load
+# (e.g. pyeclib built from source).
+PY="${PYTHON:-.venv/bin/python}"
+if [ -x "$PY" ] && ! "$PY" -c 'import pyeclib.ec_iface as e; assert "isa_l_rs_cauchy" in e.VALID_EC_TYPES' >/dev/null 2>&1; then
+  need+=(liberasurecode1 libisal2)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
