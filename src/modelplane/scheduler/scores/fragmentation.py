@@ -1,0 +1,79 @@
+"""GPU fragmentation of a node, measured against the expected mix of task shapes (FGD, ATC'23).
+
+For each expected task shape (weight = how often it occurs), the node's idle GPU share counts as
+fragmented when that task could not run there (wrong model, too little CPU, too few devices with
+enough free share); when it could, only the devices too small for it count. The node's
+fragmentation is the weighted sum. CPU-only shapes count all idle GPU share as fragment: a
+CPU-only task never uses it. Memory is not part of the measure, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from modelplane.core.workload import TaskRequest
+from modelplane.scheduler.scores._common import model_allowed
+
+POPULARITY = 0.95  # the shapes that together make up 95% of tasks form the mix (authors' setting)
+
+
+def shape_of(request: TaskRequest) -> TaskRequest:
+    """The part of a request that matters for fragmentation: CPU, device count and share, models."""
+    if request.gpu_count == 0:
+        return TaskRequest(cpu_milli=request.cpu_milli)
+    return TaskRequest(
+        cpu_milli=request.cpu_milli,
+        gpu_count=request.gpu_count,
+        gpu_milli=request.gpu_milli,
+        gpu_models=request.gpu_models,
+    )
+
+
+def typical_mix(
+    requests: Iterable[TaskRequest], popularity: float = POPULARITY, gpu_weight: float = 0.0
+) -> list[tuple[TaskRequest, float]]:
+    """The most frequent shapes that together cover ``popularity`` of the tasks, weights summing to 1.
+
+    ``gpu_weight`` > 0 counts a task of k whole devices as 1 + k x gpu_weight tasks (the reference's
+    ``gpuResWeight``; 0 there and here by default).
+    """
+    counts: dict[TaskRequest, float] = {}
+    for r in requests:
+        s = shape_of(r)
+        extra = r.gpu_count * gpu_weight if r.gpu_milli >= 1000 else 0.0
+        counts[s] = counts.get(s, 0) + 1 + extra
+    total = sum(counts.values())
+    if total == 0:
+        return []
+
+    def order(item: tuple[TaskRequest, float]) -> tuple[float, int, int, int, str]:
+        s, n = item
+        return (n, s.cpu_milli, s.gpu_milli, s.gpu_count, "|".join(s.gpu_models))
+
+    ranked = sorted(counts.items(), key=order, reverse=True)
+    chosen: list[tuple[TaskRequest, float]] = []
+    covered = 0.0
+    for s, n in ranked:
+        if covered >= popularity * total:
+            break
+        chosen.append((s, n))
+        covered += n
+    return [(s, n / covered) for s, n in chosen]
+
+
+def node_fragmentation(
+    cpu_left: int, device_free: Sequence[int], gpu_model: str | None, mix: Sequence[tuple[TaskRequest, float]]
+) -> float:
+    """Expected fragmented GPU milli-units on a node with this free capacity."""
+    total = sum(device_free)
+    frag = 0.0
+    for shape, weight in mix:
+        if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
+            frag += weight * total
+            continue
+        fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
+        if fitting >= shape.gpu_count and cpu_left >= shape.cpu_milli:
+            frag += weight * sum(f for f in device_free if f < shape.gpu_milli)
+        else:
+            frag += weight * total
+    return frag

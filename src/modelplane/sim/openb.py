@@ -1,0 +1,352 @@
+"""The FGD paper's placement replay (Weng et al., ATC'23), vectorised over nodes with numpy.
+
+Protocol, as in the authors' simulator: shuffle the pod list with the seed, then draw pods at
+random from it until the total GPU request would pass ``inflation`` x the cluster's GPUs; place the
+pods one by one in that order, never removing any; record allocated GPU share against arrived GPU
+requests. Each policy is a node score from ``scheduler.scores``; the node with the highest score
+wins, ties going to the first node of a random order fixed per run, as in the authors' patched
+kube-scheduler. The per-node scorers are what the live
+scheduler runs; here the same formulas are evaluated for all nodes at once (tests check that both
+agree), and the devices on the chosen node are picked by the per-node code itself.
+
+FGD's fragmentation is cached per node and only the node that changed is recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from modelplane.core.node import Node
+from modelplane.core.workload import TaskRequest
+from modelplane.scheduler.scores._common import (
+    MAX_SPEC_CPU_MILLI,
+    MAX_SPEC_GPU_MILLI,
+    MILLI,
+    best_fit_devices,
+)
+from modelplane.scheduler.scores.fgd import fgd_int_score, fgd_options
+from modelplane.scheduler.scores.fragmentation import typical_mix
+
+IntArr = npt.NDArray[np.int64]
+FloatArr = npt.NDArray[np.float64]
+BoolArr = npt.NDArray[np.bool_]
+
+POLICIES = ("random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd")
+MAX_DEV = 8
+MAX_TAGS = MAX_DEV + 1  # tag 0 = a share of one device, tag k = k whole devices
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    seed: int
+    capacity_milli: int
+    arrived_milli: IntArr
+    allocated_milli: IntArr
+    failed: int
+    placed: int
+
+    def ratio_at(self, arrived_pct: float) -> float:
+        """Allocated share (%) when arrived requests reached ``arrived_pct`` % of capacity."""
+        arrived = self.arrived_milli / self.capacity_milli * 100
+        alloc = self.allocated_milli / self.capacity_milli * 100
+        if arrived_pct >= arrived[-1]:
+            return float(alloc[-1])
+        return float(np.interp(arrived_pct, arrived, alloc))
+
+    def curve(self, points: Sequence[int] = tuple(range(0, 131))) -> list[float]:
+        return [round(self.ratio_at(p), 3) for p in points]
+
+
+@dataclass
+class ClusterState:
+    """Free capacity of every node as arrays; ``gpu`` is padded with zeros beyond a node's devices."""
+
+    nodes: list[Node]
+    models: list[str]
+    cpu: IntArr
+    mem: IntArr
+    gpu: IntArr  # (N, 8) free milli per device
+    ngpu: IntArr
+    model: IntArr  # index into models; len(models) for nodes without GPUs
+    tags: IntArr = field(init=False)  # (N, 9) pods of each shape on the node
+
+    def __post_init__(self) -> None:
+        self.tags = np.zeros((len(self.nodes), MAX_TAGS), dtype=np.int64)
+
+    @classmethod
+    def of(cls, nodes: Sequence[Node]) -> ClusterState:
+        models = sorted({n.gpu_model for n in nodes if n.gpu_model and n.gpu_count})
+        index = {m: i for i, m in enumerate(models)}
+        n = len(nodes)
+        gpu = np.zeros((n, MAX_DEV), dtype=np.int64)
+        for i, node in enumerate(nodes):
+            if node.gpu_count > MAX_DEV:
+                raise ValueError(f"node {node.name} has {node.gpu_count} devices; the replay supports up to {MAX_DEV}")
+            gpu[i, : node.gpu_count] = MILLI
+        return cls(
+            nodes=list(nodes),
+            models=models,
+            cpu=np.array([x.cpu_milli for x in nodes], dtype=np.int64),
+            mem=np.array([x.memory_mib for x in nodes], dtype=np.int64),
+            gpu=gpu,
+            ngpu=np.array([x.gpu_count for x in nodes], dtype=np.int64),
+            model=np.array([index[x.gpu_model] if x.gpu_model and x.gpu_count else len(models) for x in nodes]),
+        )
+
+    def allowed_models(self, req: TaskRequest) -> BoolArr:
+        """Per model index (plus 'no GPU' last): may the request use it."""
+        out = np.ones(len(self.models) + 1, dtype=bool)
+        if req.gpu_models:
+            out[:] = False
+            for i, m in enumerate(self.models):
+                out[i] = m in req.gpu_models
+        return out
+
+    def device_list(self, i: int) -> list[int]:
+        return [int(x) for x in self.gpu[i, : self.ngpu[i]]]
+
+
+def shape_tag_index(req: TaskRequest) -> int:
+    if req.gpu_count == 0:
+        return -1
+    return 0 if req.gpu_count == 1 and req.gpu_milli < MILLI else req.gpu_count
+
+
+class Fragmentation:
+    """Vectorised ``scores.fragmentation.node_fragmentation`` for a fixed mix of task shapes."""
+
+    def __init__(self, state: ClusterState, mix: Sequence[tuple[TaskRequest, float]]) -> None:
+        self.tc = np.array([s.cpu_milli for s, _ in mix], dtype=np.int64)
+        self.tm = np.array([s.gpu_milli if s.gpu_count else 0 for s, _ in mix], dtype=np.int64)
+        self.tg = np.array([s.gpu_count for s, _ in mix], dtype=np.int64)
+        self.w = np.array([w for _, w in mix], dtype=np.float64)
+        self.isgpu = (self.tg > 0) & (self.tm > 0)
+        # Shapes share few distinct device shares: compare against each distinct share once.
+        self.shares, self.share_of = np.unique(self.tm, return_inverse=True)
+        # access[k, model]: may shape k use a node of that model ('no GPU' last: only shapes with no list)
+        self.access = np.stack([state.allowed_models(s) for s, _ in mix]) if mix else np.zeros((0, 1), bool)
+        for k, (s, _) in enumerate(mix):
+            if s.gpu_models:
+                self.access[k, -1] = False
+
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr) -> FloatArr:
+        """Fragmentation of M hypothetical nodes: cpu (M,), gpu (M, 8), model (M,)."""
+        total = gpu.sum(axis=1)
+        g32 = gpu.astype(np.int32)
+        fits = g32[:, None, :] >= self.shares[None, :, None].astype(np.int32)  # (M, distinct shares, 8)
+        count = fits.sum(axis=2)[:, self.share_of]
+        small = (g32[:, None, :] * ~fits).sum(axis=2)[:, self.share_of]
+        q3 = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :]) & (cpu[:, None] >= self.tc[None, :])
+        frag = np.where(q3, small, total[:, None]).astype(np.float64)
+        out: FloatArr = frag @ self.w
+        return out
+
+
+class Replay:
+    """One placement replay of one policy on one ordered pod sequence."""
+
+    def __init__(self, nodes: Sequence[Node], policy: str, mix: Sequence[tuple[TaskRequest, float]], seed: int) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        self.state = ClusterState.of(nodes)
+        self.policy = policy
+        self.mix = list(mix)
+        self.rng = np.random.default_rng(seed)
+        # The reference breaks ties by the lexicographically smallest node name, and names every
+        # node with a random index prefix: ties go to the first node of a random fixed order.
+        self.rank = self.rng.permutation(len(nodes))
+        self.frag: Fragmentation | None = None
+        self.frag_now: FloatArr | None = None
+        if policy == "fgd":
+            self.frag = Fragmentation(self.state, self.mix)
+            s = self.state
+            self.frag_now = self.frag.of(s.cpu, s.gpu, s.model)
+        self._scorers: dict[str, Callable[[TaskRequest, IntArr], IntArr | FloatArr]] = {
+            "random": self._random,
+            "bestfit": self._bestfit,
+            "dotprod": self._dotprod,
+            "gpupacking": self._gpupacking,
+            "gpuclustering": self._gpuclustering,
+            "fgd": self._fgd,
+        }
+
+    # -- feasibility -------------------------------------------------------------------------
+    def feasible(self, req: TaskRequest) -> IntArr:
+        s = self.state
+        ok = (s.cpu >= req.cpu_milli) & (s.mem >= req.memory_mib)
+        if req.gpu_count:
+            ok &= s.ngpu > 0
+            ok &= s.allowed_models(req)[s.model]
+            ok &= (s.gpu >= req.gpu_milli).sum(axis=1) >= req.gpu_count
+        return np.flatnonzero(ok)
+
+    # -- scores over candidate nodes (same formulas as scheduler.scores) ----------------------
+    def _random(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        return np.zeros(len(idx), dtype=np.int64)
+
+    def _bestfit(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        s = self.state
+        left = (s.cpu[idx] - req.cpu_milli) / MAX_SPEC_CPU_MILLI * 0.5
+        left = 0.0 + left
+        left = left + (s.gpu[idx].sum(axis=1) - req.total_gpu_milli) / MAX_SPEC_GPU_MILLI * 0.5
+        return np.asarray(((1.0 - left) * 100).astype(np.int64), dtype=np.int64)
+
+    def _dotprod(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        s = self.state
+        dot = 0.0 + (s.cpu[idx] / MAX_SPEC_CPU_MILLI) * (req.cpu_milli / MAX_SPEC_CPU_MILLI)
+        dot = dot + (s.gpu[idx].sum(axis=1) / MAX_SPEC_GPU_MILLI) * (req.total_gpu_milli / MAX_SPEC_GPU_MILLI)
+        return np.asarray((100 * (1.0 - dot / 2.0)).astype(np.int64), dtype=np.int64)
+
+    def _gpupacking(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        if req.total_gpu_milli <= 0:
+            return np.zeros(len(idx), dtype=np.int64)
+        s = self.state
+        gpu = s.gpu[idx]
+        ngpu = s.ngpu[idx]
+        whole = (gpu == MILLI).sum(axis=1)
+        idle = np.maximum(100 // 3 - whole, whole)
+        if req.gpu_milli >= MILLI:
+            used = np.full(len(idx), max(100 // 2 - req.gpu_count, 100 // 3))
+        else:
+            fit = np.where(gpu >= req.gpu_milli, gpu, MILLI + 1).min(axis=1)
+            shared = np.maximum(100 - (fit * 100 // MILLI) // 10, 100 // 2)
+            used = np.where(fit == MILLI, max(100 // 2 - 1, 100 // 3), shared)
+        return np.where(whole == ngpu, idle, used).astype(np.int64)
+
+    def _gpuclustering(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        tag = shape_tag_index(req)
+        if tag < 0:
+            return np.zeros(len(idx), dtype=np.int64)
+        s = self.state
+        fullness = 25 * (MAX_SPEC_GPU_MILLI - s.gpu[idx].sum(axis=1)) // MAX_SPEC_GPU_MILLI
+        present = s.tags[idx] > 0
+        kinds = present.sum(axis=1)
+        has = present[:, tag]
+        band = np.where(has, np.where(kinds == 1, 75, 50), np.where(kinds == 0, 25, 0))
+        return np.asarray((fullness + band).astype(np.int64), dtype=np.int64)
+
+    def _fgd_deltas(self, req: TaskRequest, idx: IntArr) -> FloatArr:
+        """Best (fragmentation before - after) per candidate node."""
+        assert self.frag is not None and self.frag_now is not None
+        s = self.state
+        gpu = np.sort(s.gpu[idx], axis=1)  # fragmentation is symmetric in the devices
+        cpu_after = s.cpu[idx] - req.cpu_milli
+        before = self.frag_now[idx]
+        if req.gpu_count == 1 and req.gpu_milli < MILLI:
+            first = np.ones_like(gpu, dtype=bool)
+            first[:, 1:] = gpu[:, 1:] != gpu[:, :-1]
+            rows, cols = np.nonzero(first & (gpu >= req.gpu_milli))
+            after = gpu[rows].copy()
+            after[np.arange(len(rows)), cols] -= req.gpu_milli
+            f_after = self.frag.of(cpu_after[rows], after, s.model[idx][rows])
+            delta = np.full(len(idx), -np.inf)
+            np.maximum.at(delta, rows, before[rows] - f_after)
+            return delta
+        after = gpu.copy()
+        if req.gpu_count:
+            after[:, MAX_DEV - req.gpu_count :] -= MILLI  # sorted ascending: whole free devices are last
+        return before - self.frag.of(cpu_after, after, s.model[idx])
+
+    def _fgd(self, req: TaskRequest, idx: IntArr) -> IntArr:
+        d = np.round(self._fgd_deltas(req, idx), 6)
+        return (1.0 / (1.0 + np.exp(-d / 1000.0)) * 100).astype(np.int64)
+
+    # -- placement -----------------------------------------------------------------------------
+    def devices_on(self, i: int, req: TaskRequest) -> tuple[int, ...]:
+        s = self.state
+        free = s.device_list(i)
+        gm = s.models[s.model[i]] if s.model[i] < len(s.models) else None
+        if self.policy == "random" and req.gpu_count == 1 and req.gpu_milli < MILLI:
+            fitting = [d for d, f in enumerate(free) if f >= req.gpu_milli]
+            return (fitting[int(self.rng.integers(len(fitting)))],)
+        if self.policy == "fgd" and req.gpu_count:
+            options = fgd_options(int(s.cpu[i]), free, gm, req, self.mix)
+            best = max(fgd_int_score(d) for d, _ in options)
+            return next(dev for d, dev in options if fgd_int_score(d) == best)
+        return best_fit_devices(free, req)
+
+    def place(self, req: TaskRequest) -> int | None:
+        """Place one task; returns the node index or None when no node fits."""
+        idx = self.feasible(req)
+        if len(idx) == 0:
+            return None
+        if self.policy == "random":
+            i = int(idx[self.rng.integers(len(idx))])
+        else:
+            scores = self._scorers[self.policy](req, idx)
+            top = idx[scores == scores.max()]
+            i = int(top[np.argmin(self.rank[top])])
+        self.take(i, req, self.devices_on(i, req))
+        return i
+
+    def take(self, i: int, req: TaskRequest, devices: tuple[int, ...]) -> None:
+        s = self.state
+        s.cpu[i] -= req.cpu_milli
+        s.mem[i] -= req.memory_mib
+        for d in devices:
+            if s.gpu[i, d] < req.gpu_milli:
+                raise AssertionError(f"device {d} of node {s.nodes[i].name} over-allocated")
+            s.gpu[i, d] -= req.gpu_milli
+        tag = shape_tag_index(req)
+        if tag >= 0:
+            s.tags[i, tag] += 1
+        if self.frag is not None and self.frag_now is not None:
+            self.frag_now[i] = self.frag.of(s.cpu[i : i + 1], s.gpu[i : i + 1], s.model[i : i + 1])[0]
+
+
+def inflated_order(requests: Sequence[TaskRequest], capacity_milli: int, ratio: float, seed: int) -> list[int]:
+    """Shuffle the list, then add random draws from it until GPU requests would pass ratio x capacity."""
+    rng = np.random.default_rng(seed)
+    order = [int(x) for x in rng.permutation(len(requests))]
+    total = sum(r.total_gpu_milli for r in requests)
+    target = ratio * capacity_milli
+    if not any(r.wants_gpu for r in requests):
+        raise ValueError("no pod in the list requests a GPU; the protocol inflates GPU requests")
+    if total > target:
+        raise ValueError(f"the pod list already requests {total / capacity_milli:.0%} of capacity, above {ratio:.0%}")
+    while True:
+        j = int(rng.integers(len(requests)))
+        # The reference compares with the per-device share before adding the whole request; kept as is.
+        if total + requests[j].gpu_milli > target:
+            break
+        total += requests[j].total_gpu_milli
+        order.append(j)
+    return order
+
+
+def replay(
+    nodes: Sequence[Node],
+    requests: Sequence[TaskRequest],
+    policy: str,
+    seed: int,
+    ratio: float = 1.3,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """The FGD protocol for one policy and seed; the mix of shapes comes from the original list."""
+    capacity = sum(n.gpu_count for n in nodes) * MILLI
+    order = inflated_order(requests, capacity, ratio, seed)
+    mix = typical_mix(requests)
+    r = Replay(nodes, policy, mix, seed)
+    arrived = np.zeros(len(order) + 1, dtype=np.int64)
+    allocated = np.zeros(len(order) + 1, dtype=np.int64)
+    failed = placed = 0
+    for k, j in enumerate(order, start=1):
+        req = requests[j]
+        got = r.place(req)
+        arrived[k] = arrived[k - 1] + req.total_gpu_milli
+        allocated[k] = allocated[k - 1] + (req.total_gpu_milli if got is not None else 0)
+        if got is None:
+            failed += 1
+        else:
+            placed += 1
+        if progress is not None and k % 500 == 0:
+            progress(k, len(order))
+    return ReplayResult(policy, seed, capacity, arrived, allocated, failed, placed)
+
+
+__all__ = ["POLICIES", "ClusterState", "Fragmentation", "Replay", "ReplayResult", "inflated_order", "replay"]

@@ -1,0 +1,153 @@
+"""Score plugins on hand-made nodes: values as the published definitions give them, and choices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modelplane.core.node import Node
+from modelplane.core.placement import NodeFree
+from modelplane.core.workload import TaskRequest
+from modelplane.scheduler.scores import DEFAULT_SCORER
+from modelplane.scheduler.scores.fgd import fgd_int_score, fgd_options
+from modelplane.scheduler.scores.fragmentation import node_fragmentation, typical_mix
+from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
+from modelplane.scheduler.scoring import ScoreContext, create_scorer, scorer_names
+
+CTX = ScoreContext()
+PUBLISHED = ["random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd"]
+
+
+def free_of(devices: list[int], cpu: int = 96_000, mem: int = 393_216, model: str = "G2", name: str = "n") -> NodeFree:
+    node = Node(name=name, cpu_milli=96_000, memory_mib=393_216, gpu_model=model if devices else None, gpu_count=len(devices))
+    return NodeFree(node, cpu, mem, list(devices))
+
+
+def whole(n: int = 1, cpu: int = 4000) -> TaskRequest:
+    return TaskRequest(cpu_milli=cpu, memory_mib=1024, gpu_count=n, gpu_milli=1000)
+
+
+def share(milli: int, cpu: int = 4000) -> TaskRequest:
+    return TaskRequest(cpu_milli=cpu, memory_mib=1024, gpu_count=1, gpu_milli=milli)
+
+
+def test_every_published_scorer_is_registered_and_default_is_one_of_them() -> None:
+    names = scorer_names()
+    for n in PUBLISHED:
+        assert n in names
+        assert create_scorer(n).name == n
+    assert DEFAULT_SCORER in names
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_infeasible_requests_score_none(name: str) -> None:
+    s = create_scorer(name)
+    assert s.score(free_of([1000, 0]), whole(2), CTX) is None  # too few whole devices
+    assert s.score(free_of([1000], cpu=1000), whole(1, cpu=4000), CTX) is None  # too little CPU
+    assert s.score(free_of([1000]), TaskRequest(cpu_milli=1, gpu_count=1, gpu_milli=1000, gpu_models=("A100",)), CTX) is None
+    assert s.score(free_of([]), share(500), CTX) is None  # CPU-only node
+
+
+def test_bestfit_values_and_preference() -> None:
+    s = create_scorer("bestfit")
+    got = s.score(free_of([1000, 0, 0, 0, 0, 0, 0, 0]), whole(1), CTX)
+    # left = 92000/128000*0.5 + 0/8000*0.5 = 0.359375 -> int(64.06)
+    assert got == (64.0, (0,))
+    idle = s.score(free_of([1000] * 8), whole(1), CTX)
+    assert idle is not None and idle[0] < 64
+
+
+def test_gpupacking_bands() -> None:
+    s = create_scorer("gpupacking")
+    on_shared = s.score(free_of([1000, 400, 1000, 1000]), share(300), CTX)
+    assert on_shared == (96.0, (1,))  # 100 - (400*100/1000)/10
+    used_node_free_device = s.score(free_of([1000, 100]), share(300), CTX)
+    assert used_node_free_device == (49.0, (0,))
+    idle_eight = s.score(free_of([1000] * 8), share(300), CTX)
+    assert idle_eight == (25.0, (0,))
+    assert s.score(free_of([1000] * 8), TaskRequest(cpu_milli=1000), CTX) == (0.0, ())
+
+
+def test_gpuclustering_bands_with_exact_tags() -> None:
+    tags = {"a": {"share": 3}, "b": {"share": 1, "1-gpu": 2}, "c": {}, "d": {"2-gpu": 1}}
+    s = GpuClusteringScorer(lambda f: tags[f.node.name])
+    req = share(500)
+    only = s.score(free_of([1000] * 7 + [500], name="a"), req, CTX)
+    mixed = s.score(free_of([1000] * 7 + [500], name="b"), req, CTX)
+    idle = s.score(free_of([1000] * 8, name="c"), req, CTX)
+    other = s.score(free_of([1000] * 6 + [0, 0], name="d"), req, CTX)
+    assert only is not None and mixed is not None and idle is not None and other is not None
+    assert only[0] == 75 + 25 * 500 // 8000
+    assert mixed[0] == 50 + 25 * 500 // 8000
+    assert idle[0] == 25
+    assert other[0] == 25 * 2000 // 8000
+    assert only[0] > mixed[0] > idle[0] > other[0]
+
+
+def test_dotprod_prefers_the_node_the_task_takes_least_of() -> None:
+    s = create_scorer("dotprod")
+    small = s.score(free_of([1000, 0, 0, 0], cpu=8000), whole(1, cpu=8000), CTX)
+    big = s.score(free_of([1000] * 8, cpu=96_000), whole(1, cpu=8000), CTX)
+    assert small is not None and big is not None
+    expected_small = int(100 * (1 - ((8000 / 128000) * (8000 / 128000) + (1000 / 8000) * (1000 / 8000)) / 2))
+    assert small[0] == expected_small
+    assert small[0] > big[0]
+
+
+def test_random_is_deterministic_per_seed_and_uniform_enough() -> None:
+    s = create_scorer("random")
+    frees = [free_of([1000], name=f"n{i}") for i in range(20)]
+    picks = []
+    for seed in range(400):
+        ctx = ScoreContext(seed=seed)
+        scores = [(s.score(f, whole(1), ctx), f.node.name) for f in frees]
+        assert scores == [(s.score(f, whole(1), ctx), f.node.name) for f in frees]
+        picks.append(max((sc[0], name) for sc, name in scores if sc is not None)[1])
+    assert len(set(picks)) == 20  # every node wins sometimes
+
+
+def test_fragmentation_hand_example() -> None:
+    mix = [(TaskRequest(cpu_milli=1000, gpu_count=1, gpu_milli=1000), 1.0)]
+    assert node_fragmentation(96_000, [1000, 300], "G2", mix) == 300
+    # no whole device left: everything idle is fragment for a whole-device task
+    assert node_fragmentation(96_000, [800, 300], "G2", mix) == 1100
+    # too little CPU: also all fragment
+    assert node_fragmentation(500, [1000, 300], "G2", mix) == 1300
+    # a CPU-only shape never uses GPUs: all idle GPU share is fragment for it
+    assert node_fragmentation(96_000, [1000, 300], "G2", [(TaskRequest(cpu_milli=1000), 1.0)]) == 1300
+    # a shape that needs another model cannot use the node at all
+    typed = [(TaskRequest(cpu_milli=1, gpu_count=1, gpu_milli=100, gpu_models=("T4",)), 1.0)]
+    assert node_fragmentation(96_000, [1000, 300], "G2", typed) == 1300
+
+
+def test_fgd_picks_the_device_that_fragments_least() -> None:
+    mix = [(TaskRequest(cpu_milli=1000, gpu_count=1, gpu_milli=1000), 1.0)]
+    options = fgd_options(96_000, [1000, 300], "G2", share(200), mix)
+    assert options == [(-800.0, (0,)), (200.0, (1,))]
+    s = create_scorer("fgd")
+    got = s.score(free_of([1000, 300]), share(200), ScoreContext(workload_mix=mix))
+    assert got == (float(int(100 / (1 + math.exp(-0.2)))), (1,))
+    assert fgd_int_score(0.0) == 50
+
+
+def test_fgd_keeps_whole_nodes_for_whole_device_tasks() -> None:
+    mix = [(share(500), 0.5), (whole(1), 0.25), (whole(8), 0.25)]
+    ctx = ScoreContext(workload_mix=mix)
+    s = create_scorer("fgd")
+    idle = s.score(free_of([1000] * 8, name="idle"), share(500), ctx)
+    used = s.score(free_of([1000] * 7 + [500], name="used"), share(500), ctx)
+    assert idle is not None and used is not None
+    assert used[0] > idle[0]
+    assert used[1] == (7,)
+
+
+def test_typical_mix_covers_95_percent_by_frequency() -> None:
+    a, b, c = whole(1), share(500), TaskRequest(cpu_milli=2000)
+    reqs = [a] * 60 + [b] * 36 + [c] * 4
+    mix = typical_mix(reqs)
+    shapes = [s for s, _ in mix]
+    assert len(shapes) == 2 and shapes[0].gpu_milli == 1000 and shapes[1].gpu_milli == 500
+    assert math.isclose(sum(w for _, w in mix), 1.0)
+    assert math.isclose(mix[0][1], 60 / 96)
+    assert shapes[0].memory_mib == 0  # memory is not part of a shape
