@@ -79,7 +79,10 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
         elif name == "scheduler":
             out.append(SchedulerController(store, make_scheduler(settings.scheduler), clock))
         elif name == "jobs":
-            out.append(JobController(store, backend, clock))
+            out.append(JobController(
+                store, backend, clock, runtime_dir=settings.home / "runtime",
+                checkpoint_root=settings.checkpoint_root or str((settings.home / "checkpoints").resolve()),
+                heartbeat_timeout=settings.heartbeat_timeout))
         elif name == "node-health":
             out.append(NodeHealthController(store, clock, settings.node_heartbeat_timeout))
         else:

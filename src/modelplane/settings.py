@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     cluster_file: Path | None = Field(default=None, description="nodes and queues imported at start")
     reconcile_interval: float = Field(default=0.5, gt=0, description="seconds between controller rounds")
     node_heartbeat_timeout: float = Field(default=60.0, gt=0, description="seconds before a silent node is NotReady")
+    checkpoint_root: str = Field(default="", description="where jobs checkpoint (path or fsspec URL); "
+                                 "empty = <home>/checkpoints")
+    heartbeat_timeout: float = Field(default=120.0, gt=0, description="seconds of silence from a training "
+                                     "rank's heartbeat before its job is recovered")
     api_url: str = Field(default="", description="for the CLI: the server to talk to")
     token: str = Field(default="", description="for the CLI: bearer token")
 

@@ -137,3 +137,37 @@ def test_silent_node_becomes_not_ready(store: Store):
     assert store.get_node("quiet").state is NodeState.NOT_READY
     store.heartbeat_node("quiet")
     assert store.get_node("quiet").state is NodeState.READY
+
+
+def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Path):
+    """Tasks get a checkpoint URL, a heartbeat file and a preemption-notice file; a rank whose
+    heartbeat stops while its process lives is recovered."""
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue())
+    runtime = tmp_path / "runtime"
+    clock = {"now": time.time()}
+    backend = LocalBackend(tmp_path / "backend")
+    loop = ReconcileLoop([
+        SchedulerController(store, make_scheduler("default"), time.time),
+        JobController(store, backend, lambda: clock["now"], stop_grace_seconds=1, runtime_dir=runtime,
+                      checkpoint_root=str(tmp_path / "ckpt"), heartbeat_timeout=30),
+    ])
+    code = ("import json, os, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=os.environ['RANK']);\n"
+            "print(os.environ['MODELPLANE_CHECKPOINT_URL'], os.environ['MODELPLANE_PREEMPT_FILE'], flush=True);\n"
+            "json.dump({'rank': 0, 'step': 1, 'time': time.time(), 'seq': 1}, open(p, 'w')); time.sleep(120)")
+    store.create_job(training_doc("beat", replicas=1, command=[PY, "-c", code], restartPolicy={"maxRestarts": 1}))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        loop.run_once()
+        job = store.get_job("beat")
+        if job.state is JobState.RUNNING and (runtime / job.id / "heartbeat-0.json").exists():
+            break
+        time.sleep(0.1)
+    log = backend.read_logs(job.id, 0, 0)[0]
+    assert f"{tmp_path / 'ckpt'}/beat" in log and str(runtime / job.id / "preempt") in log
+    clock["now"] += 120  # the rank stays alive but its heartbeat is now two minutes old
+    loop.run_once()
+    job = store.get_job("beat")
+    assert job.state is JobState.RECOVERING and job.reason == "HeartbeatLost"
+    store.update_job_fields(job.id, cancel_requested=True)
+    loop.run_once()

@@ -9,9 +9,11 @@ tasks the backend can no longer see are reported Lost and the job recovers or fa
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
@@ -36,11 +38,46 @@ class JobController(Controller):
     name = "jobs"
 
     def __init__(self, store: Store, backend: Backend, clock: Callable[[], float],
-                 stop_grace_seconds: float = 10.0) -> None:
+                 stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
+                 checkpoint_root: str = "", heartbeat_timeout: float = 120.0) -> None:
+        """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
+        runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
+        checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
         self.store = store
         self.backend = backend
         self.clock = clock
         self.stop_grace = stop_grace_seconds
+        self.runtime_dir = runtime_dir
+        self.checkpoint_root = checkpoint_root
+        self.heartbeat_timeout = heartbeat_timeout
+
+    def _runtime_env(self, job: JobRecord) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.checkpoint_root:
+            env["MODELPLANE_CHECKPOINT_URL"] = f"{self.checkpoint_root.rstrip('/')}/{job.name}"
+        if self.runtime_dir is not None:
+            jdir = self.runtime_dir / job.id
+            jdir.mkdir(parents=True, exist_ok=True)
+            env["MODELPLANE_HEARTBEAT_FILE"] = str(jdir / "heartbeat-{rank}.json")
+            env["MODELPLANE_PREEMPT_FILE"] = str(jdir / "preempt")
+        return env
+
+    def _stale_heartbeats(self, job: JobRecord, ranks: list[int]) -> list[int]:
+        """Ranks that wrote heartbeats and then fell silent for longer than the timeout (a dead or
+        wedged process the backend still sees as running)."""
+        if self.runtime_dir is None:
+            return []
+        now = self.clock()
+        stale = []
+        for rank in ranks:
+            path = self.runtime_dir / job.id / f"heartbeat-{rank}.json"
+            try:
+                beat = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # no heartbeat yet: the task does not use the runtime, or has not started
+            if now - float(beat.get("time", now)) > self.heartbeat_timeout:
+                stale.append(rank)
+        return stale
 
     def _transition(self, job_id: str, proposed: JobState, reason: str, message: str = "",
                     **kw: Any) -> JobRecord:
@@ -78,6 +115,10 @@ class JobController(Controller):
         elif state is JobState.RUNNING:
             self._watch(job, node_states)
         elif state in (JobState.PREEMPTED, JobState.RECOVERING):
+            if state is JobState.PREEMPTED and self.runtime_dir is not None:
+                # The notice lets the training runtime checkpoint at a step boundary before SIGTERM.
+                (self.runtime_dir / job.id).mkdir(parents=True, exist_ok=True)
+                (self.runtime_dir / job.id / "preempt").write_text(job.message)
             self.backend.stop(job.id, self.stop_grace)
             self.store.clear_tasks(job.id)
             why = "preempted" if state is JobState.PREEMPTED else "recovering"
@@ -89,6 +130,7 @@ class JobController(Controller):
         nodes = {n.name: n for n in self.store.list_nodes()}
         world = len(job.placement.assignments)
         port = _free_port()
+        runtime_env = self._runtime_env(job)
         out = []
         for a in sorted(job.placement.assignments, key=lambda a: a.rank):
             tmpl = template_for(manifest, a.pod_set)
@@ -96,7 +138,7 @@ class JobController(Controller):
             model = node.spec.accelerators.model if node and node.spec.accelerators else None
             out.append(TaskLaunch(
                 job_id=job.id, job_name=job.name, pod_set=a.pod_set, index=a.index, rank=a.rank,
-                world_size=world, node=a.node, command=list(tmpl.command), env=dict(tmpl.env),
+                world_size=world, node=a.node, command=list(tmpl.command), env=runtime_env | dict(tmpl.env),
                 working_dir=tmpl.working_dir, devices=a.devices, gpu_milli=a.gpu_milli,
                 accelerator_model=model, master_addr="127.0.0.1", master_port=port, image=tmpl.image,
             ))
@@ -152,6 +194,13 @@ class JobController(Controller):
             if row and (row.phase != st.phase.value or row.exit_code != st.exit_code):
                 self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
                                     exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle)
+        silent = self._stale_heartbeats(job, [s.rank for s in statuses if s.phase is TaskPhase.RUNNING])
+        if silent:
+            self.backend.stop(job.id, self.stop_grace)
+            self._transition(job.id, JobState.RECOVERING, "HeartbeatLost",
+                             f"rank(s) {', '.join(map(str, silent))} sent no heartbeat for over "
+                             f"{self.heartbeat_timeout:g} s", expected_version=job.resource_version)
+            return
         failed = [s for s in statuses if s.phase is TaskPhase.FAILED]
         lost = [s for s in statuses if s.phase is TaskPhase.LOST]
         if failed:
