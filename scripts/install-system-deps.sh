@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Browser tests of the web console (tests/console) drive Debian's Chromium through Playwright.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 # Erasure coding (data/): the pyeclib wheel bundles liberasurecode + ISA-L, so nothing is needed
 # normally; Debian's libraries are the fallback when the ISA-L Cauchy backend does not load
 # (e.g. pyeclib built from source).

@@ -341,3 +341,24 @@ def test_registered_device_proves_possession_at_login(world: World) -> None:
     # bob cannot log in with ann's device.
     r = world.client().post("/api/v1/auth/login", json={"name": "bob", "password": PASSWORD, "device": proof()})
     assert r.status_code == 401
+
+
+def test_operators_are_pseudonymous_and_erasure_keeps_the_log_verifiable(world: World) -> None:
+    admin, aud = world.client("admin"), world.client("aud")
+    assert world.client("ann").post("/api/v1/jobs", json=job("erasable", "a", "qa"),
+                                    headers={"X-Request-Id": "req-erase"}).status_code == 201
+    with world.sec.audit_engine.connect() as conn:
+        bodies = [r[0] for r in conn.execute(text("SELECT body FROM security_audit_entries")) if r[0]]
+    assert bodies and not any('"operator": "ann"' in b or '"operator":"ann"' in b for b in bodies)
+
+    def ann_entries() -> list[dict]:
+        items = aud.get("/api/v1/audit/entries", params={"limit": 1000}).json()["items"]
+        return [e["entry"] for e in items if e["entry"] and e["entry"]["request_id"] == "req-erase"]
+
+    assert {e["operator"] for e in ann_entries()} == {"ann"}
+    assert world.client("ann").post("/api/v1/audit/erase", json={"subject": "ann"}).status_code == 403
+    r = admin.post("/api/v1/audit/erase", json={"subject": "ann"})
+    assert r.status_code == 200 and r.json()["erased"] is True
+    assert {e["operator"] for e in ann_entries()} == {None}
+    world.sec.checkpoint_now()
+    assert aud.post("/api/v1/audit/verify").json()["ok"]

@@ -18,6 +18,7 @@ from modelplane.api.security import ApiSecurity, audit_middleware, guard, securi
 from modelplane.backends.base import Backend
 from modelplane.core.errors import ModelplaneError
 from modelplane.obs.metrics import HTTP_REQUESTS, install_store_collector
+from modelplane.obs.security_metrics import SecurityCollector
 from modelplane.store import Store
 
 log = logging.getLogger("modelplane.api")
@@ -83,6 +84,7 @@ def create_app(store: Store, log_reader: Backend | None = None,
                             "hint": "this is a bug in modelplane; the server log has the details"})
 
     registry = install_store_collector(store)
+    registry.register(SecurityCollector(sec))
 
     @app.middleware("http")
     async def _timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -112,5 +114,9 @@ def create_app(store: Store, log_reader: Backend | None = None,
     @app.get("/api/v1/version", tags=["health"], dependencies=auth)
     def version() -> dict[str, str]:
         return {"version": __version__, "database": store.dialect}
+
+    from modelplane.api.console import mount_console
+
+    mount_console(app)  # last: its session middleware must wrap the others
 
     return app

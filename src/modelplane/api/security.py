@@ -38,8 +38,9 @@ from starlette.responses import Response
 from modelplane.core.errors import Conflict, ModelplaneError, NotFound
 from modelplane.security.audit.entry import AuditEntry
 from modelplane.security.audit.note import NoteSigner, NoteVerifier
+from modelplane.security.audit.pseudonym import Pseudonymizer
 from modelplane.security.audit.recorder import GroupCommitRecorder
-from modelplane.security.audit.sql import AuditLog, make_sqlite_durable
+from modelplane.security.audit.sql import DEFAULT_RETENTION_S, AuditLog, make_sqlite_durable
 from modelplane.security.authz.defaults import PLATFORM_POLICIES
 from modelplane.security.authz.engine import Authorizer
 from modelplane.security.authz.sql import PolicyStore
@@ -60,6 +61,7 @@ ADMIN_TEAM = "platform"
 ADMIN_SCOPE = "role:admin"  # an API key with this scope acts with the admin role
 AUDIT_ORIGIN = "modelplane.local/audit"
 CHECKPOINT_INTERVAL_S = 2.0
+PRUNE_INTERVAL_S = 3600.0  # retention is counted in months: hourly pruning is plenty
 POLICY_RECHECK_S = 2.0
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a client's X-Request-Id, else one is generated
 
@@ -211,7 +213,8 @@ class ApiSecurity:
     """Every security service the API process holds; the API process is the only audit writer."""
 
     def __init__(self, store: Store, home: Path, *, fast_hashing: bool = False,
-                 checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S, risk: RiskScorer | None = None) -> None:
+                 checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S, risk: RiskScorer | None = None,
+                 retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.store = store
         self.home = home
         self.keys = KeyRing.load_or_create(home)
@@ -221,7 +224,13 @@ class ApiSecurity:
         self.policies = PolicyCache(self.policy_store)
         self.risk = risk or KindAwareRiskScorer()
         self.audit_engine = self._audit_engine(store)
-        self.log = AuditLog(self.audit_engine, self.keys.audit_signer, origin=AUDIT_ORIGIN)
+        # Operators are stored as per-subject pseudonyms, so an erasure request destroys a key and
+        # never touches the tree (GDPR); the retention window blanks old bodies, keeping their hashes.
+        self.pseudonymizer = Pseudonymizer(self.audit_engine)
+        self.log = AuditLog(self.audit_engine, self.keys.audit_signer, origin=AUDIT_ORIGIN,
+                            pseudonymizer=self.pseudonymizer)
+        self.retention_s = retention_s
+        self._last_prune = 0.0
         self.recorder = GroupCommitRecorder(self.log)
         self.checkpoint_interval_s = checkpoint_interval_s
         self._stop = threading.Event()
@@ -246,6 +255,11 @@ class ApiSecurity:
         identities: Any = self.authenticator if principal is None and error is None else _Known(principal, error)
         return SecurityGate(identities, self.policies.get, self.risk, sink)
 
+    def prune_now(self) -> int:
+        """Apply the retention window; returns how many entry bodies were blanked."""
+        self._last_prune = time.time()
+        return self.log.prune(self._last_prune, self.retention_s)
+
     def checkpoint_now(self) -> str:
         return self.log.checkpoint(time.time())
 
@@ -256,6 +270,8 @@ class ApiSecurity:
                 if self.log.size != signed:
                     self.log.checkpoint(time.time())
                     signed = self.log.size
+                if time.time() - self._last_prune > PRUNE_INTERVAL_S:
+                    self.prune_now()
             except Exception:  # keep signing later; the next round retries
                 log.exception("could not sign an audit checkpoint")
 
@@ -398,7 +414,20 @@ def _identity(ctx: RuleContext) -> dict[str, Any]:
     return {"type": "Identity", "id": str(name), "caller_is_subject": False}
 
 
+def _console_manifest(ctx: RuleContext) -> dict[str, Any]:
+    """The console posts ``{"manifest": "<yaml>"}``: the same resource as the API's ``POST /jobs``."""
+    import yaml
+
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    try:
+        doc = yaml.safe_load(str(body.get("manifest", "")))
+    except yaml.YAMLError:  # nothing can be written: let the handler name the YAML error
+        return {"type": "Job", "id": "", "owner_team": ctx.principal.team}
+    return _job_manifest(replace(ctx, body=doc))
+
+
 V1 = "/api/v1"
+CONSOLE = "/console"
 PUBLIC = Rule("public")
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/metrics"): Rule("read", _fixed("Node", "metrics")),
@@ -427,6 +456,7 @@ RULES: dict[tuple[str, str], Rule] = {
     **{("GET", V1 + f"/audit/{p}"): Rule("read", _fixed("AuditLog", p))
        for p in ("entries", "checkpoint", "proof/inclusion", "proof/consistency")},
     ("POST", V1 + "/audit/verify"): Rule("read", _fixed("AuditLog", "verify")),
+    ("POST", V1 + "/audit/erase"): Rule("write", lambda c: {"type": "Identity", "id": "erasure"}),
     # identities and policies: admins
     ("POST", V1 + "/users"): Rule("write", _identity, needs_body=True),
     ("POST", V1 + "/teams"): Rule("write", lambda c: {"type": "Identity", "id": "team"}),
@@ -446,6 +476,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", V1 + "/auth/logout"): PUBLIC,
     ("POST", V1 + "/auth/step-up"): PUBLIC,
     ("POST", V1 + "/auth/devices/challenge"): PUBLIC,
+    # web console (api/console): each page authorized like the API data it shows
+    ("GET", CONSOLE): Rule("read", _fixed("Node")),
+    ("GET", CONSOLE + "/queues"): Rule("read", _team_listing("Queue")),
+    ("GET", CONSOLE + "/jobs"): Rule("read", _team_listing("Job")),
+    ("GET", CONSOLE + "/submit"): Rule("read", _team_listing("Job")),
+    ("POST", CONSOLE + "/jobs"): Rule("write", _console_manifest, needs_body=True),
+    **{("GET", CONSOLE + f"/jobs/{{name}}{p}"): Rule("read", _job) for p in ("", "/status", "/logs")},
+    ("GET", CONSOLE + "/audit"): Rule("read", _fixed("AuditLog", "entries")),
+    ("POST", CONSOLE + "/audit/verify"): Rule("read", _fixed("AuditLog", "verify")),
 }
 
 

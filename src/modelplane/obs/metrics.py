@@ -39,6 +39,9 @@ LAUNCH_SECONDS = Histogram("modelplane_backend_launch_seconds", "time for a back
                            ["backend"], registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
 
 
+WORKLOAD_KINDS = ("TrainingJob", "InferenceDeployment", "Pipeline", "FederatedJob")
+
+
 class StoreCollector(Collector):
     """Gauges computed from the store when Prometheus scrapes."""
 
@@ -55,6 +58,9 @@ class StoreCollector(Collector):
         live = [s for s in JobState if s not in TERMINAL]
         all_live, _ = self.store.list_jobs(states=live, limit=1_000_000)
         queues = {q.name: q.spec for q in self.store.list_queues()}
+        for q in queues:  # known label values start at zero (Prometheus practice), so rate() has a series
+            PLACEMENTS.labels(q)
+            PREEMPTIONS.labels(q)
         for q in queues:
             for st in live:
                 counts[(q, st.value)] = 0
@@ -63,6 +69,16 @@ class StoreCollector(Collector):
         for (q, state), count in sorted(counts.items()):
             jobs.add_metric([q, state], count)
         yield jobs
+
+        # By kind, so training, inference and pipeline dashboards can each count their own workloads.
+        workloads = GaugeMetricFamily("modelplane_workloads", "unfinished jobs by kind and state",
+                                      labels=["kind", "state"])
+        by_kind: dict[tuple[str, str], int] = {(k, st.value): 0 for k in WORKLOAD_KINDS for st in live}
+        for j in all_live:
+            by_kind[(j.kind, j.state.value)] = by_kind.get((j.kind, j.state.value), 0) + 1
+        for (kind, state), count in sorted(by_kind.items()):
+            workloads.add_metric([kind, state], count)
+        yield workloads
 
         records = self.store.list_nodes()
         nodes = {n.name: n.to_node() for n in records}
@@ -73,6 +89,12 @@ class StoreCollector(Collector):
         for state, count in sorted(by_state.items()):
             node_state.add_metric([state], count)
         yield node_state
+
+        price = GaugeMetricFamily("modelplane_node_price_per_hour", "a node's price per hour (spot or on-demand)",
+                                  labels=["node", "model", "spot"])
+        for name, n in sorted(nodes.items()):
+            price.add_metric([name, n.gpu_model or "none", "true" if n.spot else "false"], n.price_per_hour)
+        yield price
 
         active = [j for j in all_live if j.state in ACTIVE and j.placement]
         capacity: dict[str, float] = {}
@@ -97,17 +119,19 @@ class StoreCollector(Collector):
         fams = {k: GaugeMetricFamily(f"modelplane_queue_{k}_accelerators", f"queue {k} per accelerator model",
                                      labels=["queue", "model"]) for k in ("quota", "used", "borrowed", "lent")}
         for name, u in sorted(usage.items()):
+            # Zeros too: a queue that uses nothing still has a series, so dashboards show 0, not "no data".
+            models = sorted(set(capacity) | set(u.quota) | set(u.used) | set(u.borrowed) | set(u.lent))
             for kind, values in (("quota", u.quota), ("used", u.used), ("borrowed", u.borrowed), ("lent", u.lent)):
-                for model, milli in sorted(values.items()):
-                    fams[kind].add_metric([name, model], milli / 1000)
+                for model in models:
+                    fams[kind].add_metric([name, model], values.get(model, 0) / 1000)
         yield from fams.values()
 
 
 def install_store_collector(store: Store) -> CollectorRegistry:
     """A registry with the process-wide metrics plus this store's gauges."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))  # first: it initialises the per-queue counters _Forward reports
     registry.register(_Forward())
-    registry.register(StoreCollector(store))
     return registry
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from modelplane.api.security import AUDIT_ORIGIN, ApiSecurity
@@ -39,10 +40,19 @@ def list_entries(sec: Security, offset: Annotated[int, Query(ge=0, le=2**62)] = 
             .where(entries_table.c.idx >= offset).order_by(entries_table.c.idx).limit(limit)
         ).all()
     items = [{"index": int(r.idx), "leaf_hash": b64(bytes(r.leaf_hash)),
-              "entry": None if r.body is None else json.loads(r.body)} for r in rows]
+              "entry": None if r.body is None else _readable(sec, json.loads(r.body))} for r in rows]
     size = sec.log.size
     nxt = offset + len(items)
     return {"items": items, "size": size, "next": nxt if nxt < size else None}
+
+
+def _readable(sec: ApiSecurity, entry: dict[str, Any]) -> dict[str, Any]:
+    """The stored entry, with its pseudonymous operator resolved for the auditor (None once erased)."""
+    stored = entry.get("operator")
+    if isinstance(stored, str) and stored.startswith("psn:"):
+        entry["operator_pseudonym"] = stored
+        entry["operator"] = sec.pseudonymizer.resolve(stored)
+    return entry
 
 
 def _latest(sec: ApiSecurity) -> str:
@@ -93,3 +103,17 @@ def verify(sec: Security) -> dict[str, Any]:
     return {"ok": report.ok, "size": report.size, "checkpoints_checked": report.checkpoints_checked,
             "entries_checked": report.entries_checked, "pruned": report.pruned,
             "first_bad_index": report.first_bad_index, "problem": report.problem}
+
+
+class ErasureRequest(BaseModel):
+    subject: str = Field(min_length=1, max_length=253, description="the operator whose identity is to be erased")
+
+
+@router.post("/erase")
+def erase_subject(body: ErasureRequest, sec: Security) -> dict[str, Any]:
+    """Honour an erasure request: destroy the subject's pseudonym key. Their entries stay in the tree
+    (every proof still verifies) but can no longer be linked to them."""
+    import time
+
+    erased = sec.pseudonymizer.erase(body.subject, time.time())
+    return {"subject": body.subject, "erased": erased}
