@@ -301,7 +301,7 @@ def _register_command_groups() -> None:
     """Command groups that live in their own modules (one job each), added when present."""
     import importlib
 
-    for module in ("modelplane.cli_security", "modelplane.cli_sim", "modelplane.cli_data"):
+    for module in ("modelplane.cli_security", "modelplane.cli_sim", "modelplane.cli_data", "modelplane.cli_plan"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
