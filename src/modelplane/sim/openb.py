@@ -300,15 +300,22 @@ class Replay:
 
 
 def inflated_order(requests: Sequence[TaskRequest], capacity_milli: int, ratio: float, seed: int) -> list[int]:
-    """Shuffle the list, then add random draws from it until GPU requests would pass ratio x capacity."""
+    """Shuffle the list, then add random draws from it until GPU requests would pass ratio x capacity.
+
+    A list that already requests more loses pods at random until it is within the target, as the
+    reference's tune-down does.
+    """
+    if not any(r.wants_gpu for r in requests):
+        raise ValueError("no pod in the list requests a GPU; the protocol inflates GPU requests")
     rng = np.random.default_rng(seed)
     order = [int(x) for x in rng.permutation(len(requests))]
     total = sum(r.total_gpu_milli for r in requests)
     target = ratio * capacity_milli
-    if not any(r.wants_gpu for r in requests):
-        raise ValueError("no pod in the list requests a GPU; the protocol inflates GPU requests")
     if total > target:
-        raise ValueError(f"the pod list already requests {total / capacity_milli:.0%} of capacity, above {ratio:.0%}")
+        while total > target:
+            k = int(rng.integers(len(order)))
+            total -= requests[order.pop(k)].total_gpu_milli
+        return order
     while True:
         j = int(rng.integers(len(requests)))
         # The reference compares with the per-device share before adding the whole request; kept as is.
