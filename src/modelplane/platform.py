@@ -114,5 +114,10 @@ def build_platform(settings: Settings, controllers: tuple[str, ...] = CONTROLLER
         if found:  # real devices on this machine join the pool as a node of their own
             store.upsert_node(local_node(found))
     backend = make_backend(settings)
+    importer = getattr(backend, "import_nodes", None)
+    if serves_api and callable(importer):
+        # A distributed engine (Ray, Kubernetes) knows its own nodes: they join the pool as they are.
+        for item in importer():
+            store.upsert_node(getattr(item, "spec", item))  # Kubernetes returns (spec, state) records
     loop = ReconcileLoop(make_controllers(controllers, settings, store, backend), settings.reconcile_interval)
     return Platform(settings, store, backend, loop, token)

@@ -26,6 +26,7 @@ class Server:
     port: int
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    cluster_file: Path = REPO / "examples" / "cluster.yaml"
 
     @property
     def url(self) -> str:
@@ -38,7 +39,7 @@ class Server:
     def start(self, timeout: float = 60) -> Server:
         log = open(self.home / "server.log", "ab")  # noqa: SIM115 (kept open for the process's lifetime)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelplane", "up", "--cluster", str(REPO / "examples" / "cluster.yaml"),
+            [sys.executable, "-m", "modelplane", "up", "--cluster", str(self.cluster_file),
              "--port", str(self.port)],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
