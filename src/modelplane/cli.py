@@ -290,11 +290,42 @@ def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a fin
 
 
 @cluster_app.command("import")
-def cluster_import(file: Path) -> None:
-    """Import nodes and queues from a cluster file (kind: Cluster)."""
-    docs = _load_docs(file)
-    res = _guard(_client().post, "/cluster/import", json=docs[0])
-    out.print(f"imported {len(res['nodes'])} node(s) and {len(res['queues'])} queue(s)")
+def cluster_import(
+    file: Annotated[Path | None, typer.Argument(help="a cluster file (kind: Cluster)")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="read the nodes of a Kubernetes cluster")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="read the nodes of a Ray cluster at this address")] = None,
+) -> None:
+    """Import nodes and queues from a cluster file, or the nodes of a Kubernetes or Ray cluster."""
+    if sum(x is not None for x in (file, kubeconfig, ray)) != 1:
+        raise _fail("give exactly one source", "a cluster FILE, --kubeconfig PATH or --ray ADDRESS")
+    cordon: list[str] = []
+    if file is not None:
+        doc = _load_docs(file)[0]
+    else:
+        specs = _guard(_engine_nodes, kubeconfig, context, ray)
+        doc = {"apiVersion": "modelplane/v1", "kind": "Cluster",
+               "spec": {"nodes": [spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+                                  for spec, _ in specs], "queues": []}}
+        cordon = [spec.name for spec, state in specs if state not in ("Ready", None)]
+    client = _client()
+    res = _guard(client.post, "/cluster/import", json=doc)
+    for name in cordon:  # not schedulable in the engine: not schedulable here either
+        _guard(client.post, f"/nodes/{name}/cordon")
+    out.print(f"imported {len(res['nodes'])} node(s) and {len(res['queues'])} queue(s)"
+              + (f"; cordoned {', '.join(cordon)}" if cordon else ""))
+
+
+def _engine_nodes(kubeconfig: Path | None, context: str | None, ray: str | None) -> list[tuple[Any, str | None]]:
+    """(NodeSpec, state) of every node a Kubernetes or Ray cluster reports."""
+    if kubeconfig is not None:
+        from modelplane.backends.k8s_import import import_from_cluster
+
+        return [(n.spec, n.state.value) for n in import_from_cluster(str(kubeconfig), context)]
+    from modelplane.backends.base import create_backend
+
+    backend: Any = create_backend("ray", address=ray)
+    return [(spec, None) for spec in backend.import_nodes()]
 
 
 def _register_command_groups() -> None:

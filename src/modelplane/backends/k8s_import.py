@@ -146,8 +146,9 @@ def import_nodes(nodes: Sequence[Any], switch_label: str = DEFAULT_SWITCH_LABEL)
 def import_from_cluster(kubeconfig: str | None = None, context: str | None = None,
                         switch_label: str = DEFAULT_SWITCH_LABEL) -> list[ImportedNode]:
     """Read the nodes of a live cluster with the official client (kubeconfig, or in-cluster config)."""
+    from kubernetes import client
+
     from modelplane.backends.kubernetes import load_client
 
-    api = load_client(kubeconfig, context)
-    core = api.CoreV1Api()
+    core = client.CoreV1Api(load_client(kubeconfig, context))
     return import_nodes(core.list_node().items, switch_label)
