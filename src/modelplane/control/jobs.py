@@ -79,6 +79,17 @@ class JobController(Controller):
                 stale.append(rank)
         return stale
 
+    def _clear_runtime_files(self, job: JobRecord) -> None:
+        """Forget what an earlier attempt left before a (re)launch: its heartbeats are older than the
+        timeout by the time the new ranks start (HeartbeatLost at once), and its preemption notice
+        would make the new ranks checkpoint and stop at their first step (a preempted job would end
+        "Succeeded" without finishing its training)."""
+        if self.runtime_dir is None:
+            return
+        jdir = self.runtime_dir / job.id
+        for path in [*jdir.glob("heartbeat-*.json"), jdir / "preempt"]:
+            path.unlink(missing_ok=True)
+
     def _transition(self, job_id: str, proposed: JobState, reason: str, message: str = "",
                     **kw: Any) -> JobRecord:
         job = self.store.transition_job(job_id, proposed, reason, message, **kw)
@@ -160,6 +171,7 @@ class JobController(Controller):
         except ModelplaneError as exc:
             self._transition(job.id, JobState.FAILED, "InvalidSpec", str(exc))
             return
+        self._clear_runtime_files(job)
         for t in launches:
             self.store.put_task(job.id, t.rank, pod_set=t.pod_set, node=t.node, phase=TaskPhase.STARTING.value)
         try:
