@@ -51,6 +51,8 @@ class Settings(BaseSettings):
                                  "empty = <home>/checkpoints")
     heartbeat_timeout: float = Field(default=120.0, gt=0, description="seconds of silence from a training "
                                      "rank's heartbeat before its job is recovered")
+    hang_timeout: float = Field(default=1800.0, gt=0, description="seconds without training progress "
+                                "(heartbeats arriving, step not advancing) before a job is recovered")
     api_url: str = Field(default="", description="for the CLI: the server to talk to")
     token: str = Field(default="", description="for the CLI: bearer token")
 

@@ -171,3 +171,46 @@ def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Pa
     assert job.state is JobState.RECOVERING and job.reason == "HeartbeatLost"
     store.update_job_fields(job.id, cancel_requested=True)
     loop.run_once()
+
+
+def test_a_rank_that_beats_but_makes_no_progress_is_hung(store: Store, tmp_path: Path):
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue())
+    runtime = tmp_path / "runtime"
+    clock = {"now": time.time()}
+    backend = LocalBackend(tmp_path / "backend")
+    loop = ReconcileLoop([
+        SchedulerController(store, make_scheduler("default"), time.time),
+        JobController(store, backend, lambda: clock["now"], stop_grace_seconds=1, runtime_dir=runtime,
+                      heartbeat_timeout=30, hang_timeout=300),
+    ])
+    # Keeps beating (time moves with the controller's clock) while the step stays at 5.
+    code = ("import json, os, sys, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=0); t0 = time.time()\n"
+            "while True:\n"
+            "    json.dump({'rank': 0, 'step': 5, 'step_time': t0, 'time': float(sys.argv[1]) + time.time() - t0,"
+            " 'seq': 1}, open(p + '.tmp', 'w')); os.replace(p + '.tmp', p); time.sleep(0.2)")
+    store.create_job(training_doc("stuck", replicas=1, command=[PY, "-c", code, str(clock["now"] + 400)],
+                                  restartPolicy={"maxRestarts": 1}))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        loop.run_once()
+        job = store.get_job("stuck")
+        if job.state is JobState.RUNNING and (runtime / job.id / "heartbeat-0.json").exists():
+            break
+        time.sleep(0.1)
+    loop.run_once()
+    assert store.get_job("stuck").state is JobState.RUNNING  # beats are fresh and progress is recent
+    clock["now"] += 400  # now the heartbeat is fresh but the step is 400 s old
+    loop.run_once()
+    job = store.get_job("stuck")
+    assert job.state is JobState.RECOVERING and job.reason == "Hung", (job.state, job.reason, job.message)
+    store.update_job_fields(job.id, cancel_requested=True)
+    loop.run_once()
+
+
+def test_parallelism_degrees_reach_the_ranks(h: Harness):
+    code = "import os; print('dp', os.environ['MODELPLANE_PARALLEL_DATA'], 'tp', os.environ['MODELPLANE_PARALLEL_TENSOR'], 'mbs', os.environ['MODELPLANE_MICRO_BATCH_SIZE'])"
+    h.store.create_job(training_doc("par", replicas=2, command=[PY, "-c", code],
+                                    parallelism={"data": 1, "tensor": 2, "microBatchSize": 3}))
+    job = h.until("par", state_is(JobState.SUCCEEDED))
+    assert "dp 1 tp 2 mbs 3" in h.backend.read_logs(job.id, 1, 0)[0]

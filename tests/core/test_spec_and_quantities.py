@@ -89,3 +89,12 @@ def test_every_example_manifest_is_valid():
             else:
                 kinds.add(parse_manifest(doc).kind)
     assert {"TrainingJob", "InferenceDeployment", "Pipeline"} <= kinds
+
+
+def test_parallelism_must_match_the_ranks():
+    ok = parse_manifest(training_doc(replicas=8, parallelism={"data": 2, "tensor": 2, "pipeline": 2,
+                                                              "microBatchSize": 4}))
+    assert ok.spec.parallelism.world_size == 8 and ok.spec.parallelism.micro_batch_size == 4
+    with pytest.raises(InvalidSpec) as e:
+        parse_manifest(training_doc(replicas=4, parallelism={"data": 2, "tensor": 4}))
+    assert e.value.field == "spec" and "must equal replicas (4)" in e.value.message

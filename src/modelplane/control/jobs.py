@@ -39,7 +39,8 @@ class JobController(Controller):
 
     def __init__(self, store: Store, backend: Backend, clock: Callable[[], float],
                  stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
-                 checkpoint_root: str = "", heartbeat_timeout: float = 120.0) -> None:
+                 checkpoint_root: str = "", heartbeat_timeout: float = 120.0,
+                 hang_timeout: float = 1800.0) -> None:
         """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
         runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
         checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
@@ -50,6 +51,7 @@ class JobController(Controller):
         self.runtime_dir = runtime_dir
         self.checkpoint_root = checkpoint_root
         self.heartbeat_timeout = heartbeat_timeout
+        self.hang_timeout = hang_timeout
 
     def _runtime_env(self, job: JobRecord) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -62,13 +64,15 @@ class JobController(Controller):
             env["MODELPLANE_PREEMPT_FILE"] = str(jdir / "preempt")
         return env
 
-    def _stale_heartbeats(self, job: JobRecord, ranks: list[int]) -> list[int]:
+    def _stale_heartbeats(self, job: JobRecord, ranks: list[int]) -> tuple[list[int], list[int]]:
         """Ranks that wrote heartbeats and then fell silent for longer than the timeout (a dead or
-        wedged process the backend still sees as running)."""
+        wedged process the backend still sees as running), and ranks whose heartbeats go on but whose
+        training step has not advanced for ``hang_timeout`` (hung in a collective, a deadlock)."""
         if self.runtime_dir is None:
-            return []
+            return [], []
         now = self.clock()
-        stale = []
+        stale: list[int] = []
+        hung: list[int] = []
         for rank in ranks:
             path = self.runtime_dir / job.id / f"heartbeat-{rank}.json"
             try:
@@ -77,7 +81,9 @@ class JobController(Controller):
                 continue  # no heartbeat yet: the task does not use the runtime, or has not started
             if now - float(beat.get("time", now)) > self.heartbeat_timeout:
                 stale.append(rank)
-        return stale
+            elif int(beat.get("step", 0)) > 0 and now - float(beat.get("step_time", now)) > self.hang_timeout:
+                hung.append(rank)  # first steps (compilation, data loading) may be slow: not counted
+        return stale, hung
 
     def _clear_runtime_files(self, job: JobRecord) -> None:
         """Forget what an earlier attempt left before a (re)launch: its heartbeats are older than the
@@ -142,6 +148,12 @@ class JobController(Controller):
         world = len(job.placement.assignments)
         port = _free_port()
         runtime_env = self._runtime_env(job)
+        parallelism = getattr(manifest.spec, "parallelism", None)
+        if parallelism is not None:  # the degrees the training script builds its process groups from
+            runtime_env |= {"MODELPLANE_PARALLEL_DATA": str(parallelism.data),
+                            "MODELPLANE_PARALLEL_TENSOR": str(parallelism.tensor),
+                            "MODELPLANE_PARALLEL_PIPELINE": str(parallelism.pipeline),
+                            "MODELPLANE_MICRO_BATCH_SIZE": str(parallelism.micro_batch_size)}
         out = []
         for a in sorted(job.placement.assignments, key=lambda a: a.rank):
             tmpl = template_for(manifest, a.pod_set)
@@ -206,12 +218,16 @@ class JobController(Controller):
             if row and (row.phase != st.phase.value or row.exit_code != st.exit_code):
                 self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
                                     exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle)
-        silent = self._stale_heartbeats(job, [s.rank for s in statuses if s.phase is TaskPhase.RUNNING])
-        if silent:
+        silent, hung = self._stale_heartbeats(job, [s.rank for s in statuses if s.phase is TaskPhase.RUNNING])
+        if silent or hung:
             self.backend.stop(job.id, self.stop_grace)
-            self._transition(job.id, JobState.RECOVERING, "HeartbeatLost",
-                             f"rank(s) {', '.join(map(str, silent))} sent no heartbeat for over "
-                             f"{self.heartbeat_timeout:g} s", expected_version=job.resource_version)
+            if silent:
+                reason, text = "HeartbeatLost", (f"rank(s) {', '.join(map(str, silent))} sent no heartbeat for "
+                                                 f"over {self.heartbeat_timeout:g} s")
+            else:
+                reason, text = "Hung", (f"rank(s) {', '.join(map(str, hung))} made no training progress for "
+                                        f"over {self.hang_timeout:g} s")
+            self._transition(job.id, JobState.RECOVERING, reason, text, expected_version=job.resource_version)
             return
         failed = [s for s in statuses if s.phase is TaskPhase.FAILED]
         lost = [s for s in statuses if s.phase is TaskPhase.LOST]

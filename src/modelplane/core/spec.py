@@ -11,7 +11,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelplane.core.affinity import Affinity, Toleration
 from modelplane.core.errors import InvalidSpec
@@ -91,10 +91,34 @@ class _JobSpecBase(Scheduling):
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy, alias="restartPolicy")
 
 
+class ParallelismSpec(_Spec):
+    """Hybrid-parallel degrees, as the seed writes them; ``modelplane plan`` recommends them."""
+
+    data: int = Field(default=1, ge=1)
+    tensor: int = Field(default=1, ge=1)
+    pipeline: int = Field(default=1, ge=1)
+    micro_batch_size: int = Field(default=1, ge=1, alias="microBatchSize")
+
+    @property
+    def world_size(self) -> int:
+        return self.data * self.tensor * self.pipeline
+
+
 class TrainingJobSpec(_JobSpecBase):
     replicas: int = Field(default=1, ge=1, le=100_000)
     template: TaskTemplate
     gang: bool = True
+    parallelism: ParallelismSpec | None = None
+
+    @model_validator(mode="after")
+    def _parallelism_matches_ranks(self) -> TrainingJobSpec:
+        p = self.parallelism
+        if p is not None and p.world_size != self.replicas:
+            raise ValueError(
+                f"parallelism data x tensor x pipeline = {p.data} x {p.tensor} x {p.pipeline} = {p.world_size} "
+                f"must equal replicas ({self.replicas}), one rank per replica"
+            )
+        return self
 
 
 class AutoscalingSpec(_Spec):

@@ -5,7 +5,8 @@ training loop carries progress; a background thread repeats the last beat every 
 beats that stop mean the process is gone, while beats whose step stops moving mean a hang.
 The sink is a small interface with a no-op default (no platform, no heartbeats).
 
-File format (one JSON object, replaced atomically): ``{"rank", "step", "time", "pid", "seq", ...}``.
+File format (one JSON object, replaced atomically): ``{"rank", "step", "step_time", "time", "pid", "seq", ...}``
+(``step_time``: when ``step`` last advanced).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Heartbeat:
         self.rank = rank
         self.clock = clock
         self.step = 0
+        self.step_time = self.clock()  # when ``step`` last advanced: a hang shows as this growing old
         self.seq = 0
         self.info: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -42,6 +44,7 @@ class Heartbeat:
         return {
             "rank": self.rank,
             "step": self.step,
+            "step_time": self.step_time,
             "time": self.clock(),
             "pid": os.getpid(),
             "seq": self.seq,
@@ -51,6 +54,8 @@ class Heartbeat:
     def beat(self, step: int, **info: Any) -> None:
         """Progress: the training loop finished ``step``."""
         with self._lock:
+            if step != self.step:
+                self.step_time = self.clock()
             self.step = step
             self.info.update(info)
             self.emit(self._record())

@@ -3,7 +3,7 @@ communication from ring formulas (nccl-tests: all-reduce moves 2(n-1)/n of the b
 
 The calibration (``Calibration``) is the one empirical part: dense GEMM efficiency rises with the
 size of the per-device matrices. Its defaults were fitted once against SC'21 Table 1 (see
-``benchmarks/train_planner.py``); everything else is first-principles arithmetic.
+``benchmarks/planner.py``); everything else is first-principles arithmetic.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the planner's own best configuration (with SC'21's options: full recomputation, 
 parallelism; and with every option) and its predicted throughput against the published one;
 and a leave-one-out check of the two fitted calibration constants (fit on 9 rows, predict the 10th).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/train_planner.py
+    PYTHONPATH=src .venv/bin/python benchmarks/planner.py
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "train_planner",
+                "benchmark": "planner",
                 "anchor": "SC'21 Table 1 (Megatron-LM, A100, 1.7B-1T)",
                 "calibration": vars(default),
                 "rows": out_rows,

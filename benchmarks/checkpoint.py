@@ -8,7 +8,7 @@ the optimizer step waits for it; its blocking window is that wait plus the call 
 Model: a stack of Linear layers (default 64M parameters, 256 MB fp32) plus Adam state (2x), so
 about 768 MB of state. Every write is fsynced (raw baseline included) unless --no-fsync.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/train_checkpoint.py [--params-m 64] [--device cpu|cuda]
+    PYTHONPATH=src .venv/bin/python benchmarks/checkpoint.py [--params-m 64] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main() -> None:
 
     med = statistics.median
     out = {
-        "benchmark": "train_checkpoint",
+        "benchmark": "checkpoint",
         "device": a.device,
         "state_mb": round(nbytes / 1e6, 1),
         "fsync": fsync,

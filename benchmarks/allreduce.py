@@ -7,7 +7,7 @@ and of modelplane's HierarchicalAllReduce, their ratio, results checked equal, a
 inter-node bandwidth against the shaped link (bytes each node must send: flat ring 2(n-1)/n x S
 per ring edge, hierarchical 2(N-1)/N x S per node).
 
-    sudo PYTHONPATH=src .venv/bin/python benchmarks/train_allreduce.py [--nodes 2 4] [--mib 1 4 16]
+    sudo PYTHONPATH=src .venv/bin/python benchmarks/allreduce.py [--nodes 2 4] [--mib 1 4 16]
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> None:
         return
     link = a.mbit * 1e6 / 8
     report: dict = {
-        "benchmark": "train_allreduce",
+        "benchmark": "allreduce",
         "link_mbit_s": a.mbit,
         "ranks_per_node": a.per_node,
         "runs": [],
