@@ -82,7 +82,8 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
             out.append(JobController(
                 store, backend, clock, runtime_dir=settings.home / "runtime",
                 checkpoint_root=settings.checkpoint_root or str((settings.home / "checkpoints").resolve()),
-                heartbeat_timeout=settings.heartbeat_timeout, hang_timeout=settings.hang_timeout))
+                heartbeat_timeout=settings.heartbeat_timeout, hang_timeout=settings.hang_timeout,
+                restart_backoff=settings.restart_backoff))
         elif name == "node-health":
             out.append(NodeHealthController(store, clock, settings.node_heartbeat_timeout))
         else:

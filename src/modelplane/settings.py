@@ -53,6 +53,8 @@ class Settings(BaseSettings):
                                      "rank's heartbeat before its job is recovered")
     hang_timeout: float = Field(default=1800.0, gt=0, description="seconds without training progress "
                                 "(heartbeats arriving, step not advancing) before a job is recovered")
+    restart_backoff: float = Field(default=1.0, ge=0, description="seconds before the first restart of a "
+                                   "failed job; doubles with each restart, capped at 5 minutes")
     api_url: str = Field(default="", description="for the CLI: the server to talk to")
     token: str = Field(default="", description="for the CLI: bearer token")
 

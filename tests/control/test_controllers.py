@@ -214,3 +214,42 @@ def test_parallelism_degrees_reach_the_ranks(h: Harness):
                                     parallelism={"data": 1, "tensor": 2, "microBatchSize": 3}))
     job = h.until("par", state_is(JobState.SUCCEEDED))
     assert "dp 1 tp 2 mbs 3" in h.backend.read_logs(job.id, 1, 0)[0]
+
+
+def test_restarts_back_off_exponentially(store: Store, tmp_path: Path):
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue())
+    clock = {"now": time.time()}
+    store.clock = lambda: clock["now"]  # one clock for the store's timestamps and the controller
+    loop = ReconcileLoop([
+        SchedulerController(store, make_scheduler("default"), store.clock),
+        JobController(store, LocalBackend(tmp_path / "backend"), store.clock, stop_grace_seconds=1,
+                      restart_backoff=10),
+    ])
+    store.create_job(training_doc("flaky", replicas=1, command=[PY, "-c", "import sys; sys.exit(1)"],
+                                  restartPolicy={"maxRestarts": 3}))
+
+    def drive_until(state: JobState) -> JobRecord:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            loop.run_once()
+            job = store.get_job("flaky")
+            if job.state is state:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"flaky never reached {state}: {store.get_job('flaky').state}")
+
+    job = drive_until(JobState.RECOVERING)
+    assert job.restarts == 1
+    for _ in range(3):
+        loop.run_once()
+    assert store.get_job("flaky").state is JobState.RECOVERING  # waits 10 s before the first restart
+    clock["now"] += 11
+    job = drive_until(JobState.RECOVERING)
+    assert job.restarts == 2
+    clock["now"] += 11
+    loop.run_once()
+    assert store.get_job("flaky").state is JobState.RECOVERING  # the second restart waits 20 s
+    clock["now"] += 10
+    job = drive_until(JobState.RECOVERING)
+    assert job.restarts == 3

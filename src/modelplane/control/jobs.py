@@ -40,7 +40,8 @@ class JobController(Controller):
     def __init__(self, store: Store, backend: Backend, clock: Callable[[], float],
                  stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
                  checkpoint_root: str = "", heartbeat_timeout: float = 120.0,
-                 hang_timeout: float = 1800.0) -> None:
+                 hang_timeout: float = 1800.0, restart_backoff: float = 0.0,
+                 max_restart_backoff: float = 300.0) -> None:
         """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
         runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
         checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
@@ -52,6 +53,8 @@ class JobController(Controller):
         self.checkpoint_root = checkpoint_root
         self.heartbeat_timeout = heartbeat_timeout
         self.hang_timeout = hang_timeout
+        self.restart_backoff = restart_backoff
+        self.max_restart_backoff = max_restart_backoff
 
     def _runtime_env(self, job: JobRecord) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -138,8 +141,16 @@ class JobController(Controller):
                 (self.runtime_dir / job.id / "preempt").write_text(job.message)
             self.backend.stop(job.id, self.stop_grace)
             self.store.clear_tasks(job.id)
+            if state is JobState.RECOVERING and self.clock() - job.updated_at < self._backoff(job):
+                return  # exponential backoff: a job that keeps failing does not hammer the pool
             why = "preempted" if state is JobState.PREEMPTED else "recovering"
             self._transition(job.id, JobState.PENDING, "Requeued", f"{why}; waiting to be placed again")
+
+    def _backoff(self, job: JobRecord) -> float:
+        """Seconds to wait before the n-th restart: base x 2^(n-1), capped."""
+        if self.restart_backoff <= 0:
+            return 0.0
+        return float(min(self.restart_backoff * 2 ** max(0, job.restarts - 1), self.max_restart_backoff))
 
     def _launches(self, job: JobRecord) -> list[TaskLaunch]:
         assert job.placement is not None
