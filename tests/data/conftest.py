@@ -8,16 +8,7 @@ from typing import Any
 import pytest
 
 from modelplane.data.errors import MissingDependency
-from modelplane.data.localservers import S3Server, redis_server, seaweedfs_s3
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    try:
-        with seaweedfs_s3(tmp_path_factory.mktemp("seaweedfs")) as server:
-            yield server
-    except MissingDependency as exc:
-        pytest.fail(f"SeaweedFS is needed for the S3 tests: {exc}")
+from modelplane.data.localservers import S3Server, redis_server
 
 
 @pytest.fixture
