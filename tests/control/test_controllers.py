@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,9 +140,9 @@ def test_silent_node_becomes_not_ready(store: Store):
     assert store.get_node("quiet").state is NodeState.READY
 
 
-def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Path):
-    """Tasks get a checkpoint URL, a heartbeat file and a preemption-notice file; a rank whose
-    heartbeat stops while its process lives is recovered."""
+def runtime_loop(store: Store, tmp_path: Path, **kw: Any) -> tuple[Path, dict[str, float], LocalBackend,
+                                                                    ReconcileLoop]:
+    """A one-node pool whose job controller has runtime files and a clock the test moves."""
     store.upsert_node(gpu_node("n1"))
     store.upsert_queue(queue())
     runtime = tmp_path / "runtime"
@@ -150,19 +151,31 @@ def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Pa
     loop = ReconcileLoop([
         SchedulerController(store, make_scheduler("default"), time.time),
         JobController(store, backend, lambda: clock["now"], stop_grace_seconds=1, runtime_dir=runtime,
-                      checkpoint_root=str(tmp_path / "ckpt"), heartbeat_timeout=30),
+                      heartbeat_timeout=30, **kw),
     ])
+    return runtime, clock, backend, loop
+
+
+def run_until_beating(loop: ReconcileLoop, store: Store, name: str, runtime: Path) -> JobRecord:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        loop.run_once()
+        job = store.get_job(name)
+        if job.state is JobState.RUNNING and (runtime / job.id / "heartbeat-0.json").exists():
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"{name} never started beating: {store.get_job(name).state}")
+
+
+def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Path):
+    """Tasks get a checkpoint URL, a heartbeat file and a preemption-notice file; a rank whose
+    heartbeat stops while its process lives is recovered."""
+    runtime, clock, backend, loop = runtime_loop(store, tmp_path, checkpoint_root=str(tmp_path / "ckpt"))
     code = ("import json, os, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=os.environ['RANK']);\n"
             "print(os.environ['MODELPLANE_CHECKPOINT_URL'], os.environ['MODELPLANE_PREEMPT_FILE'], flush=True);\n"
             "json.dump({'rank': 0, 'step': 1, 'time': time.time(), 'seq': 1}, open(p, 'w')); time.sleep(120)")
     store.create_job(training_doc("beat", replicas=1, command=[PY, "-c", code], restartPolicy={"maxRestarts": 1}))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        loop.run_once()
-        job = store.get_job("beat")
-        if job.state is JobState.RUNNING and (runtime / job.id / "heartbeat-0.json").exists():
-            break
-        time.sleep(0.1)
+    job = run_until_beating(loop, store, "beat", runtime)
     log = backend.read_logs(job.id, 0, 0)[0]
     assert f"{tmp_path / 'ckpt'}/beat" in log and str(runtime / job.id / "preempt") in log
     clock["now"] += 120  # the rank stays alive but its heartbeat is now two minutes old
@@ -174,16 +187,7 @@ def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Pa
 
 
 def test_a_rank_that_beats_but_makes_no_progress_is_hung(store: Store, tmp_path: Path):
-    store.upsert_node(gpu_node("n1"))
-    store.upsert_queue(queue())
-    runtime = tmp_path / "runtime"
-    clock = {"now": time.time()}
-    backend = LocalBackend(tmp_path / "backend")
-    loop = ReconcileLoop([
-        SchedulerController(store, make_scheduler("default"), time.time),
-        JobController(store, backend, lambda: clock["now"], stop_grace_seconds=1, runtime_dir=runtime,
-                      heartbeat_timeout=30, hang_timeout=300),
-    ])
+    runtime, clock, _backend, loop = runtime_loop(store, tmp_path, hang_timeout=300)
     # Keeps beating (time moves with the controller's clock) while the step stays at 5.
     code = ("import json, os, sys, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=0); t0 = time.time()\n"
             "while True:\n"
@@ -191,13 +195,7 @@ def test_a_rank_that_beats_but_makes_no_progress_is_hung(store: Store, tmp_path:
             " 'seq': 1}, open(p + '.tmp', 'w')); os.replace(p + '.tmp', p); time.sleep(0.2)")
     store.create_job(training_doc("stuck", replicas=1, command=[PY, "-c", code, str(clock["now"] + 400)],
                                   restartPolicy={"maxRestarts": 1}))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        loop.run_once()
-        job = store.get_job("stuck")
-        if job.state is JobState.RUNNING and (runtime / job.id / "heartbeat-0.json").exists():
-            break
-        time.sleep(0.1)
+    job = run_until_beating(loop, store, "stuck", runtime)
     loop.run_once()
     assert store.get_job("stuck").state is JobState.RUNNING  # beats are fresh and progress is recent
     clock["now"] += 400  # now the heartbeat is fresh but the step is 400 s old
