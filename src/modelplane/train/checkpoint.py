@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +46,7 @@ from modelplane.train.manifest import (
     digest_bytes,
     digest_stream,
 )
+from modelplane.train.peer_memory import PeerMemoryError, PeerMemoryTier, namespace_for, urls_from_env
 from modelplane.train.policy import SavePolicy
 from modelplane.train.preempt import NoPreemption, PreemptionWatcher
 from modelplane.train.storage import Store
@@ -79,6 +82,7 @@ class SaveRecord:
     total_s: float | None = None
     bytes_written: int | None = None
     error: str | None = None
+    mirrored: bool | None = None  # copied to the peer-memory tier (None: tier off)
 
 
 @dataclass
@@ -125,6 +129,9 @@ class CheckpointManager:
     group_timeout_s: float = 600.0
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    # peer-memory tier: Redis URLs, one per node; None reads MODELPLANE_PEER_MEMORY_URLS, [] turns it off
+    peer_memory_urls: list[str] | None = None
+    peer_namespace: str | None = None
 
     def __post_init__(self) -> None:
         require_torch()
@@ -149,6 +156,12 @@ class CheckpointManager:
         self.saves: list[SaveRecord] = []
         self.skipped: list[CorruptCheckpoint] = []
         self.resumed_step: int | None = None
+        self.last_resume_tier: str | None = None  # "memory" or "durable" after a successful resume
+        self.memory_skipped: list[str] = []  # why a peer-memory copy was not used
+        urls = urls_from_env() if self.peer_memory_urls is None else list(self.peer_memory_urls)
+        self.peer: PeerMemoryTier | None = (
+            PeerMemoryTier(urls, self.peer_namespace or namespace_for(self.store.url)) if urls else None
+        )
 
     # ------------------------------------------------------------------ setup
 
@@ -356,13 +369,22 @@ class CheckpointManager:
 
         rel = step_dir(record.step)
         entries: dict[str, FileEntry] = {}
+        # with the peer tier on, the bytes read for the checksum are kept to mirror them
+        payload: dict[str, bytes] | None = {} if self.peer is not None else None
         error = record.error
         if error is None:
             try:
                 name = extras_name(self.rank)
                 self.store.write_bytes(f"{rel}/{name}", extras, durable=self.fsync)
                 entries[name] = FileEntry(len(extras), digest_bytes(extras, self.checksum))
+                if payload is not None:
+                    payload[name] = extras
                 for fname in self._files_of_rank(metadata):
+                    if payload is not None:
+                        data = self.store.read_bytes(f"{rel}/{fname}")
+                        entries[fname] = FileEntry(len(data), digest_bytes(data, self.checksum))
+                        payload[fname] = data
+                        continue
                     with self.store.open_read(f"{rel}/{fname}") as fh:
                         digest, size = digest_stream(fh, self.checksum)
                     entries[fname] = FileEntry(size, digest)
@@ -389,7 +411,10 @@ class CheckpointManager:
                     created_unix=self.wall_clock(),
                 )
                 try:
-                    self.store.write_bytes(f"{rel}/{MANIFEST_NAME}", manifest.to_json(), atomic=True)
+                    manifest_bytes = manifest.to_json()
+                    self.store.write_bytes(f"{rel}/{MANIFEST_NAME}", manifest_bytes, atomic=True)
+                    if payload is not None:
+                        payload[MANIFEST_NAME] = manifest_bytes
                     self._apply_retention(record.step)
                 except Exception as exc:
                     status = [f"rank 0: manifest write failed: {exc!r}"]
@@ -397,9 +422,22 @@ class CheckpointManager:
         if self._dist.enabled:
             dist.broadcast_object_list(status, src=0, group=self._dist.ckpt_group)
         record.error = status[0]
+        if record.error is None and payload is not None:
+            self._mirror(record, payload)
         record.total_s = self.clock() - t0
         if record.error:
             log.error("checkpoint %s not committed: %s", record.path, record.error)
+
+    def _mirror(self, record: SaveRecord, payload: dict[str, bytes]) -> None:
+        """Copy this rank's files of a committed step to its peer's memory. A failure costs only
+        the fast path of the next resume, never the (already durable) checkpoint."""
+        assert self.peer is not None
+        try:
+            self.peer.put(self.rank, record.step, payload)
+            record.mirrored = True
+        except PeerMemoryError as exc:
+            record.mirrored = False
+            log.warning("%s (%s)", exc.message, exc.hint)
 
     def _files_of_rank(self, metadata: Any) -> list[str]:
         """The DCP files this rank wrote (``__<rank>_*``), plus ``.metadata`` for rank 0."""
@@ -565,6 +603,11 @@ class CheckpointManager:
         unfinished checkpoints are logged, recorded in ``skipped`` and passed over. Collective.
         """
         self.wait()
+        self.last_resume_tier = None
+        if self.peer is not None:
+            from_memory = self._resume_from_memory(step)
+            if from_memory is not None:
+                return from_memory
         candidates = [step] if step is not None else sorted(self._agreed(self._listed_steps()), reverse=True)
         for candidate in candidates:
             try:
@@ -576,36 +619,116 @@ class CheckpointManager:
                 self.skipped.append(exc)
                 continue
             self._load(candidate, manifest)
-            self.resumed_step = candidate
-            self.policy.last_save_step = candidate
-            self.policy.last_save_time = None
-            self.policy.start(self.clock(), candidate)
+            self._resumed(candidate, "durable")
             return candidate
         if step is not None:
             raise NoCheckpoint(f"no checkpoint at step {step} under {self.url}", field="step")
         return None
 
-    def _load(self, step: int, manifest: Manifest) -> None:
+    def _resumed(self, step: int, tier: str) -> None:
+        self.resumed_step = step
+        self.last_resume_tier = tier
+        self.policy.last_save_step = step
+        self.policy.last_save_time = None
+        self.policy.start(self.clock(), step)
+        log.info("resumed step %d from the %s tier", step, tier)
+
+    def _memory_copy(self, durable: list[int]) -> tuple[int, Manifest, dict[str, bytes]] | None:
+        """The newest step held in peer memory with every file present and matching its checksum
+        (against the durable manifest when that step is durable too), or None with the reason
+        logged and kept in ``memory_skipped``."""
+        assert self.peer is not None
+        try:
+            head = self.peer.fetch(0)
+            if head is None:
+                return None
+            where = f"{self.peer.peer_url(0)} step {head.step} {MANIFEST_NAME}"
+            if head.step in durable:
+                manifest = self.read_manifest(head.step)
+            elif MANIFEST_NAME in head.files:
+                manifest = Manifest.from_json(head.files[MANIFEST_NAME], where=where)
+            else:
+                raise CorruptCheckpoint(f"memory copy of step {head.step} has no {MANIFEST_NAME}", path=where)
+            files = {n: b for n, b in head.files.items() if n != MANIFEST_NAME}
+            for r in range(1, manifest.world_size):
+                copy = self.peer.fetch(r)
+                if copy is None or copy.step != head.step:
+                    have = None if copy is None else copy.step
+                    raise CorruptCheckpoint(
+                        f"memory copy of rank {r} is at step {have}, not {head.step}",
+                        path=self.peer.peer_url(r),
+                    )
+                files.update(copy.files)
+            for name, entry in sorted(manifest.files.items()):
+                data = files.get(name)
+                if data is None:
+                    raise CorruptCheckpoint(f"memory copy of step {head.step} lacks {name}", path=name)
+                if len(data) != entry.size or digest_bytes(data, manifest.algorithm) != entry.checksum:
+                    raise CorruptCheckpoint(
+                        f"memory copy of {name} at step {head.step} fails its {manifest.algorithm} checksum",
+                        path=name,
+                    )
+            return head.step, manifest, files
+        except (PeerMemoryError, CorruptCheckpoint) as exc:
+            reason = f"peer-memory tier not used: {exc.message}"
+            log.warning("%s; reading the durable tier", reason)
+            self.memory_skipped.append(reason)
+            return None
+
+    def _resume_from_memory(self, step: int | None) -> int | None:
+        """Restore from peer memory when its copy is verified and at least as new as the newest
+        complete durable checkpoint (every rank must agree); None sends resume to the durable tier."""
+        durable = self._agreed(self.complete_steps())
+        found = self._memory_copy(durable)
+        mine = found[0] if found is not None else None
+        if self._dist.enabled:
+            import torch.distributed as dist
+
+            everyone: list[Any] = [None] * self.world_size
+            dist.all_gather_object(everyone, mine, group=self._dist.ckpt_group)
+            if len(set(everyone)) != 1:
+                mine = None
+        if found is None or mine is None:
+            return None
+        mem_step, manifest, files = found
+        if (step is not None and mem_step != step) or (step is None and durable and mem_step < max(durable)):
+            self.memory_skipped.append(f"memory copy is at step {mem_step}, durable newest is {max(durable or [0])}")
+            return None
+        shm = "/dev/shm"
+        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+        with tempfile.TemporaryDirectory(prefix="modelplane-peer-", dir=base) as tmp:
+            folder = os.path.join(tmp, step_dir(mem_step))
+            os.makedirs(folder)
+            for name, data in files.items():
+                with open(os.path.join(folder, name), "wb") as fh:
+                    fh.write(data)
+            self._load(mem_step, manifest, Store(tmp))
+        self._resumed(mem_step, "memory")
+        return mem_step
+
+    def _load(self, step: int, manifest: Manifest, source: Store | None = None) -> None:
         import torch
         from torch.distributed.checkpoint import state_dict_loader as dcp
+        from torch.distributed.checkpoint.filesystem import FileSystemReader
 
         rel = step_dir(step)
+        store = source or self.store
         tensors = self._tensor_state()
         if tensors:
             dcp.load(
                 tensors,
-                storage_reader=self._reader(rel),
+                storage_reader=self._reader(rel) if source is None else FileSystemReader(store.full(rel)),
                 process_group=self._dist.ckpt_group,
                 no_dist=not self._dist.enabled,
             )
             self._set_tensor_state(tensors)
         own = self.rank < manifest.world_size
-        source = extras_name(self.rank if own else 0)
-        body = torch.load(io.BytesIO(self.store.read_bytes(f"{rel}/{source}")), weights_only=False)
+        extras = extras_name(self.rank if own else 0)
+        body = torch.load(io.BytesIO(store.read_bytes(f"{rel}/{extras}")), weights_only=False)
         for name, obj in self._stateful.items():
             if name not in body["app"]:
                 raise CheckpointError(
-                    f"checkpoint {self.store.full(rel)} has no state for {name!r}",
+                    f"checkpoint {store.full(rel)} has no state for {name!r}",
                     field=name,
                     hint=f"it holds {sorted(body['app'])}; track the same objects as the run that saved it",
                 )
@@ -623,6 +746,8 @@ class CheckpointManager:
             self.wait()
         finally:
             self._executor.shutdown(wait=True)
+            if self.peer is not None:
+                self.peer.close()
             if self._stager is not None:
                 self._stager.close()
                 self._stager = None
