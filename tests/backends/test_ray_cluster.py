@@ -284,8 +284,14 @@ def test_ray_client_address_works_too(ray_cluster: RayCluster, tmp_path: Path) -
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    proc = subprocess.run([sys.executable, "-c", RAY_CLIENT_SCRIPT, f"ray://127.0.0.1:{ray_cluster.client_port}",
-                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=180, check=False)
+    for _attempt in range(2):
+        proc = subprocess.run([sys.executable, "-c", RAY_CLIENT_SCRIPT,
+                               f"ray://127.0.0.1:{ray_cluster.client_port}", str(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=180, check=False)
+        # Ray's client proxy starts a server per client; on a loaded 2-core machine that start-up can
+        # time out inside Ray ("Starting Ray client server failed"): one retry, for that error only.
+        if proc.returncode == 0 or "Starting Ray client server failed" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "node-a" in out["names"] and out["phase"] == "Succeeded" and out["log"] == "via client 0\n"
