@@ -83,7 +83,7 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
                 store, backend, clock, runtime_dir=settings.home / "runtime",
                 checkpoint_root=settings.checkpoint_root or str((settings.home / "checkpoints").resolve()),
                 heartbeat_timeout=settings.heartbeat_timeout, hang_timeout=settings.hang_timeout,
-                restart_backoff=settings.restart_backoff))
+                restart_backoff=settings.restart_backoff, peer_memory_urls=settings.peer_memory_urls))
         elif name == "node-health":
             out.append(NodeHealthController(store, clock, settings.node_heartbeat_timeout))
         else:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
                                 "(heartbeats arriving, step not advancing) before a job is recovered")
     restart_backoff: float = Field(default=1.0, ge=0, description="seconds before the first restart of a "
                                    "failed job; doubles with each restart, capped at 5 minutes")
+    peer_memory_urls: str = Field(default="", description="comma-separated Redis URLs, one per node, that hold "
+                                  "the newest checkpoint in memory (rank r mirrors to node (r+1) mod n)")
     api_url: str = Field(default="", description="for the CLI: the server to talk to")
     token: str = Field(default="", description="for the CLI: bearer token")
 

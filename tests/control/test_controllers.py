@@ -170,14 +170,17 @@ def run_until_beating(loop: ReconcileLoop, store: Store, name: str, runtime: Pat
 def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Path):
     """Tasks get a checkpoint URL, a heartbeat file and a preemption-notice file; a rank whose
     heartbeat stops while its process lives is recovered."""
-    runtime, clock, backend, loop = runtime_loop(store, tmp_path, checkpoint_root=str(tmp_path / "ckpt"))
+    runtime, clock, backend, loop = runtime_loop(store, tmp_path, checkpoint_root=str(tmp_path / "ckpt"),
+                                                 peer_memory_urls="redis://127.0.0.1:6390,redis://127.0.0.1:6391")
     code = ("import json, os, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=os.environ['RANK']);\n"
-            "print(os.environ['MODELPLANE_CHECKPOINT_URL'], os.environ['MODELPLANE_PREEMPT_FILE'], flush=True);\n"
+            "print(os.environ['MODELPLANE_CHECKPOINT_URL'], os.environ['MODELPLANE_PREEMPT_FILE'],"
+            " os.environ['MODELPLANE_PEER_MEMORY_URLS'], flush=True);\n"
             "json.dump({'rank': 0, 'step': 1, 'time': time.time(), 'seq': 1}, open(p, 'w')); time.sleep(120)")
     store.create_job(training_doc("beat", replicas=1, command=[PY, "-c", code], restartPolicy={"maxRestarts": 1}))
     job = run_until_beating(loop, store, "beat", runtime)
     log = backend.read_logs(job.id, 0, 0)[0]
     assert f"{tmp_path / 'ckpt'}/beat" in log and str(runtime / job.id / "preempt") in log
+    assert "redis://127.0.0.1:6390,redis://127.0.0.1:6391" in log
     clock["now"] += 120  # the rank stays alive but its heartbeat is now two minutes old
     loop.run_once()
     job = store.get_job("beat")

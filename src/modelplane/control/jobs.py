@@ -41,7 +41,7 @@ class JobController(Controller):
                  stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
                  checkpoint_root: str = "", heartbeat_timeout: float = 120.0,
                  hang_timeout: float = 1800.0, restart_backoff: float = 0.0,
-                 max_restart_backoff: float = 300.0) -> None:
+                 max_restart_backoff: float = 300.0, peer_memory_urls: str = "") -> None:
         """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
         runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
         checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
@@ -54,12 +54,15 @@ class JobController(Controller):
         self.heartbeat_timeout = heartbeat_timeout
         self.hang_timeout = hang_timeout
         self.restart_backoff = restart_backoff
+        self.peer_memory_urls = peer_memory_urls  # the peer-memory checkpoint tier, one Redis per node
         self.max_restart_backoff = max_restart_backoff
 
     def _runtime_env(self, job: JobRecord) -> dict[str, str]:
         env: dict[str, str] = {}
         if self.checkpoint_root:
             env["MODELPLANE_CHECKPOINT_URL"] = f"{self.checkpoint_root.rstrip('/')}/{job.name}"
+        if self.peer_memory_urls:
+            env["MODELPLANE_PEER_MEMORY_URLS"] = self.peer_memory_urls
         if self.runtime_dir is not None:
             jdir = self.runtime_dir / job.id
             jdir.mkdir(parents=True, exist_ok=True)

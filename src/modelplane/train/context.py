@@ -12,6 +12,7 @@ from typing import Any
 
 from modelplane.core.errors import InvalidSpec
 from modelplane.train.heartbeat import Heartbeat, heartbeat_from_env
+from modelplane.train.metrics import METRICS_PORT_ENV, AccumulationCollector
 from modelplane.train.policy import SavePolicy
 from modelplane.train.preempt import PreemptionWatcher
 
@@ -90,12 +91,18 @@ class TrainContext:
         self.preempt = preempt
         self.heartbeat = heartbeat
         self._owns_pg = owns_process_group
+        # Accumulators register their counters here (``ctx.metrics.watch(acc.stats)``); they are served
+        # to Prometheus when MODELPLANE_METRICS_PORT is set.
+        self.metrics = AccumulationCollector(distributed.rank)
+        self.metrics_server: Any = None
 
     def close(self) -> None:
         """Commit the in-flight checkpoint, stop heartbeats, leave the process group."""
         try:
             self.checkpoint.close()
         finally:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
             self.heartbeat.stop()
             self.preempt.uninstall()
             if self._owns_pg:
@@ -162,4 +169,10 @@ def init(
         group_timeout_s=timeout_s,
     )
     hb = heartbeat if heartbeat is not None else heartbeat_from_env(info.rank, dict(env))
-    return TrainContext(info, manager, watcher, hb, owns)
+    ctx = TrainContext(info, manager, watcher, hb, owns)
+    port = env.get(METRICS_PORT_ENV)
+    if port:
+        from modelplane.train.metrics import serve_metrics
+
+        ctx.metrics_server = serve_metrics(ctx.metrics, int(port) + info.local_rank)
+    return ctx
