@@ -289,6 +289,29 @@ def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a fin
     out.print(f"job/{name} purged" if res.get("purged") else f"job/{name} cancellation requested ({res['state']})")
 
 
+cost_app = typer.Typer(help="What the pool cost and who used it.", no_args_is_help=True)
+app.add_typer(cost_app, name="cost")
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise _fail(f"cannot read the duration {text!r}", "write it as 30m, 12h or 7d") from None
+
+
+@cost_app.command("report")
+def cost_report(since: Annotated[str, typer.Option(help="window: 30m, 12h, 7d")] = "7d") -> None:
+    """GPU-hours and cost per team, queue and job from node prices (on-demand and spot), and idle cost."""
+    res = _guard(_client().get, "/cost", params={"since_seconds": _seconds(since)})
+    for title, key in (("TEAM", "byTeam"), ("QUEUE", "byQueue"), ("JOB", "byJob")):
+        _table([title, "GPU-HOURS", "COST", "OF WHICH SPOT"],
+               [[k, f"{v['gpuHours']:.2f}", f"{v['cost']:.2f}", f"{v['spotCost']:.2f}"] for k, v in res[key].items()])
+    out.print(f"pool {res['poolCost']:.2f}, used {res['usedCost']:.2f}, idle {res['idleCost']:.2f} "
+              f"(prices per node-hour from the cluster file)")
+
+
 @cluster_app.command("import")
 def cluster_import(
     file: Annotated[Path | None, typer.Argument(help="a cluster file (kind: Cluster)")] = None,

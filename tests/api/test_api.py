@@ -153,3 +153,21 @@ def test_metrics_need_a_token_and_report_the_pool(client, store):
     assert 'modelplane_accelerators{model="NVIDIA-A100",status="idle"} 8.0' in text
     assert 'modelplane_queue_quota_accelerators{model="NVIDIA-A100",queue="training"} 8.0' in text
     assert "modelplane_http_request_duration_seconds_bucket" in text
+
+
+def test_cost_report_through_the_api(client, store):
+    from modelplane.core.job import JobState
+    from modelplane.core.placement import Placement, TaskAssignment
+
+    now = {"t": 1_000_000.0}
+    store.clock = lambda: now["t"]
+    job = store.create_job(training_doc("paid", replicas=1))
+    p = Placement(job.id, (TaskAssignment("worker", 0, 0, "a100-0", 1000, 1024, (0, 1), 1000),))
+    store.transition_job(job.id, JobState.ADMITTED, "Scheduled", placement=p)
+    store.transition_job(job.id, JobState.RUNNING, "Started")
+    now["t"] += 3600
+    store.transition_job(job.id, JobState.SUCCEEDED, "Completed")
+    body = client.get("/api/v1/cost", params={"since_seconds": 86400}).json()
+    assert body["byJob"]["paid"]["gpuHours"] == 2.0
+    assert body["byTeam"]["default"]["gpuHours"] == 2.0 and body["byQueue"]["training"]["gpuHours"] == 2.0
+    assert client.get("/api/v1/cost", params={"since_seconds": -1}).status_code == 422

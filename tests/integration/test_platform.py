@@ -36,6 +36,11 @@ def test_example_training_job_runs_to_success_through_the_cli(server: Server):
     assert "Succeeded" in r.stdout and "placement:" in r.stdout and "a100-0" in r.stdout  # preferred non-spot
     r = server.cli("get", "jobs")
     assert "ddp-demo" in r.stdout and "Succeeded" in r.stdout
+    r = server.cli("cost", "report", "--since", "1d")
+    assert r.returncode == 0, r.stderr
+    assert "ddp-demo" in r.stdout and "research" in r.stdout and "idle" in r.stdout
+    r = server.cli("cost", "report", "--since", "soon")
+    assert r.returncode == 2 and "duration" in r.stderr
 
 
 def test_cli_lists_the_demo_pool_and_queues(server: Server):

@@ -45,7 +45,7 @@ def create_app(store: Store, log_reader: Backend | None = None,
                extra_routers: list[Callable[[], APIRouter]] | None = None,
                *, security: ApiSecurity | None = None) -> FastAPI:
     """``security`` defaults to this store's ``security_for(store)`` (keys under Settings().home)."""
-    from modelplane.api.routes import audit, cluster, identities, jobs, nodes, policies, queues
+    from modelplane.api.routes import audit, cluster, cost, identities, jobs, nodes, policies, queues
     from modelplane.api.routes import auth as auth_routes
 
     app = FastAPI(
@@ -105,7 +105,7 @@ def create_app(store: Store, log_reader: Backend | None = None,
         return "ok"
 
     auth = [Depends(guard)]
-    for module in (nodes, queues, jobs, cluster, audit, identities, policies, auth_routes):
+    for module in (nodes, queues, jobs, cluster, audit, identities, policies, auth_routes, cost):
         app.include_router(module.router, prefix="/api/v1", dependencies=auth)
     app.include_router(auth_routes.public_router, prefix="/api/v1")
     for make in extra_routers or []:

@@ -452,6 +452,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", V1 + "/queues/{name}"): Rule("read", _queue),
     ("DELETE", V1 + "/queues/{name}"): Rule("write", _quota),
     ("POST", V1 + "/cluster/import"): Rule("write", _fixed("Node", "cluster")),
+    # cost of every team's work: the platform team's (admins manage quotas)
+    ("GET", V1 + "/cost"): Rule("read", _fixed("Quota", "cost")),
     # audit log
     **{("GET", V1 + f"/audit/{p}"): Rule("read", _fixed("AuditLog", p))
        for p in ("entries", "checkpoint", "proof/inclusion", "proof/consistency")},
