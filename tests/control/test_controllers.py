@@ -254,3 +254,18 @@ def test_restarts_back_off_exponentially(store: Store, tmp_path: Path):
     clock["now"] += 10
     job = drive_until(JobState.RECOVERING)
     assert job.restarts == 3
+
+
+def test_draining_node_moves_its_jobs_without_spending_restarts(h: Harness):
+    """A drain (e.g. a spot interruption notice) checkpoints-then-moves: notice file, stop, re-place."""
+    marker = h.state_dir.parent / "drain-first-run"
+    code = (f"import os, pathlib, time; p = pathlib.Path({str(marker)!r});\n"
+            "if not p.exists(): p.write_text('x'); time.sleep(120)\n"
+            "print('ran on', os.environ['MODELPLANE_NODE'])")
+    h.store.create_job(training_doc("drained", replicas=1, command=[PY, "-c", code]))
+    job = h.until("drained", lambda j: j.state is JobState.RUNNING and marker.exists())
+    first = job.placement.assignments[0].node
+    h.store.set_node_state(first, NodeState.DRAINING)
+    job = h.until("drained", state_is(JobState.SUCCEEDED))
+    assert job.placement.assignments[0].node != first and job.restarts == 0
+    assert "NodeDraining" in [e.reason for e in h.store.list_events(job.id)]

@@ -224,6 +224,15 @@ class JobController(Controller):
             self._transition(job.id, JobState.RECOVERING, "NodeLost",
                                       f"node(s) {', '.join(lost_nodes)} stopped responding; moving the job")
             return
+        draining = sorted({t.node for t in known_rows if node_states.get(t.node) is NodeState.DRAINING})
+        if draining:
+            # A drain (or a spot interruption notice) moves the job the way a preemption does: the
+            # notice file lets it checkpoint at a step boundary, then it stops and is placed again
+            # elsewhere, without spending a restart.
+            self._transition(job.id, JobState.PREEMPTED, "NodeDraining",
+                             f"node(s) {', '.join(draining)} are draining; checkpointing and moving the job",
+                             expected_version=job.resource_version)
+            return
         known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in known_rows]
         statuses = self.backend.poll(job.id, known)
         rows = {t.rank: t for t in known_rows}
