@@ -30,12 +30,8 @@ CONTROLLERS = ("scheduler", "jobs", "node-health", "node-agent")
 
 
 def make_scheduler(name: str) -> Scheduler:
-    try:
-        from modelplane.scheduler.registry import create_scheduler
-    except ImportError:  # the full policy is optional while it is being built
-        from modelplane.scheduler.first_fit import FirstFitScheduler
+    from modelplane.scheduler.registry import create_scheduler
 
-        return FirstFitScheduler()
     return create_scheduler(name)
 
 

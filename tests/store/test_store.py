@@ -107,12 +107,9 @@ def test_list_filters_and_pagination(store):
     assert {j.name for j in store.list_jobs(queue="other")[0]} == {"j0", "j2", "j4", "j6"}
 
 
-def test_tasks_and_tokens(store):
+def test_tasks(store):
     store.upsert_queue(queue())
     job = store.create_job(training_doc("a"))
     store.put_task(job.id, 0, pod_set="worker", node="n1", phase="Starting")
     store.put_task(job.id, 0, pod_set="worker", node="n1", phase="Running", handle="local:1:2")
     assert [(t.phase, t.handle) for t in store.list_tasks(job.id)] == [("Running", "local:1:2")]
-    store.add_token("admin", "h" * 64, "admin")
-    assert store.find_token("h" * 64) == ("admin", "admin")
-    assert store.find_token("x" * 64) is None

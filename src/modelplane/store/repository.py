@@ -550,21 +550,3 @@ class Store:
     def clear_tasks(self, job_id: str) -> None:
         with self._tx() as c:
             c.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))
-
-    # -- API tokens -------------------------------------------------------------------------------
-
-    def add_token(self, name: str, token_hash: str, role: str) -> None:
-        with self._tx() as c:
-            c.execute(insert(t.api_tokens).values(name=name, token_hash=token_hash, role=role,
-                                                  created_at=self.clock(), revoked=False))
-
-    def find_token(self, token_hash: str) -> tuple[str, str] | None:
-        """(name, role) of a live token with this hash."""
-        with self._tx() as c:
-            row = c.execute(select(t.api_tokens).where(and_(t.api_tokens.c.token_hash == token_hash,
-                                                            t.api_tokens.c.revoked.is_(False)))).first()
-        return (row.name, row.role) if row else None
-
-    def count_tokens(self) -> int:
-        with self._tx() as c:
-            return int(c.execute(select(func.count()).select_from(t.api_tokens)).scalar_one())

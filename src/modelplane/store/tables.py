@@ -86,6 +86,8 @@ tasks = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Retired: the foundation's bearer tokens, replaced by security/identity (API keys, access tokens).
+# Kept because migration 0001 created it; a later migration may drop it.
 api_tokens = Table(
     "api_tokens",
     metadata,
