@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # Browser tests of the web console (tests/console) drive Debian's Chromium through Playwright.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # Erasure coding (data/): the pyeclib wheel bundles liberasurecode + ISA-L, so nothing is needed

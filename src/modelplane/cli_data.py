@@ -1,4 +1,4 @@
-"""``modelplane data``: pack small files into shards, scrub an erasure-coded store."""
+"""``modelplane data``: pack small files into shards, scrub an erasure-coded store, run pipelines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from modelplane.core.errors import ModelplaneError
 
@@ -72,6 +81,61 @@ def scrub(
         unrecoverable += bool(report.error)
         out.print(f"{key}: fragments {sorted(report.damaged)} {state}", highlight=False)
     raise typer.Exit(1 if unrecoverable or not repair else 0)
+
+
+pipeline_app = typer.Typer(help="Run Beam pipelines: sources -> validate -> transforms -> sinks.",
+                            no_args_is_help=True)
+data_app.add_typer(pipeline_app, name="pipeline")
+
+_PHASES = {"compile": "compiling", "run": "running on Beam", "commit": "committing outputs",
+           "ack": "acknowledging stream entries", "lineage": "recording lineage", "done": "done"}
+
+
+@pipeline_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pipeline_run(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="pipeline YAML, or a kind: Pipeline manifest")],
+    lineage_url: Annotated[str | None, typer.Option("--lineage-url", help="lineage DB URL "
+                                                    "(default: $MODELPLANE_LINEAGE_URL)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the run report as JSON")] = False,
+) -> None:
+    """Run a pipeline to completion on Beam (DirectRunner unless options or extra --runner=... say otherwise).
+
+    Extra arguments go to Beam, e.g. -- --runner=FlinkRunner --flink_master=host:8081.
+    """
+    import json
+
+    from modelplane.data.pipeline import from_file
+    from modelplane.data.pipeline.runner import run
+
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("loading spec", total=None)
+
+        def on_phase(phase: str, info: dict[str, object]) -> None:
+            bar.update(task, description=f"{defn.name}: {_PHASES.get(phase, phase)}")
+
+        try:
+            defn = from_file(spec)
+            report = run(defn, lineage_url=lineage_url, beam_args=list(ctx.args), progress=on_phase)
+        except ModelplaneError as exc:
+            raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"pipeline {report.pipeline} (run {report.run_id}, {report.seconds:.1f} s)")
+    table.add_column("output")
+    table.add_column("format")
+    table.add_column("records", justify="right")
+    table.add_column("files", justify="right")
+    for path, s in report.sinks.items():
+        table.add_row(path, str(s["format"]), str(s["records"]), str(s["files"]))
+    dl = report.dead_letter
+    table.add_row(f"{dl['path']} (dead letter)", defn.dead_letter.format, str(dl["records"]), str(dl["files"]))
+    out.print(table)
+    out.print(f"read {report.read} records, {report.invalid} invalid (reasons in the dead letter)"
+              + (f", acked {report.acked}" if report.acked else "")
+              + (f", lineage node {report.lineage_node}" if report.lineage_node is not None else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ def test_api_and_controllers_as_separate_processes(tmp_path, postgres_server):
                                                 cwd=REPO, env=server.env, stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.STDOUT))
         with server.client() as c:
-            deadline = time.time() + 90
+            deadline = time.time() + 240
             while time.time() < deadline:
                 job = c.get("/jobs/features-daily").json()
                 if job["state"] in ("Succeeded", "Failed"):
@@ -48,7 +48,8 @@ def test_api_and_controllers_as_separate_processes(tmp_path, postgres_server):
                 time.sleep(0.3)
             assert job["state"] == "Succeeded", job
             logs = c.get("/jobs/features-daily/logs").json()["items"]
-            assert "3 stages ok" in logs[0]["text"]
+            # the runner's JSON report names the pipeline and counts what it wrote
+            assert '"pipeline": "features-daily"' in logs[0]["text"], logs[0]["text"][-2000:]
         r = server.cli("run-controller", "nonsense")
         assert r.returncode == 2 and "scheduler" in r.stderr
     finally:

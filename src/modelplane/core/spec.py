@@ -127,17 +127,48 @@ class AutoscalingSpec(_Spec):
     target_concurrency: float = Field(default=2.0, gt=0, alias="targetConcurrency")
 
 
+class GuardsSpec(_Spec):
+    """Guards the gateway runs on this deployment's requests (``serve/guards``): an input filter
+    against prompt injection and an output monitor for personal data and deny-listed terms."""
+
+    input: list[Literal["injection"]] = Field(default_factory=list)
+    output: list[Literal["pii"]] = Field(default_factory=list)
+    pii_engine: Literal["presidio", "regex"] = Field(default="presidio", alias="piiEngine")
+    pii_action: Literal["redact", "flag", "block"] = Field(default="redact", alias="piiAction")
+    deny_list: list[str] = Field(default_factory=list, alias="denyList")
+
+
 class InferenceDeploymentSpec(_JobSpecBase):
     model: str = Field(min_length=1, description="model URI or registry name:version")
     replicas: int = Field(default=1, ge=0, le=10_000)
     template: TaskTemplate
     autoscaling: AutoscalingSpec | None = None
+    guards: GuardsSpec | None = None
+
+
+PIPELINE_SPEC_ENV = "MODELPLANE_PIPELINE_SPEC"
+PIPELINE_COMMAND = ("python", "-m", "modelplane.data.pipeline", "run", "--from-env")
 
 
 class PipelineSpec(_JobSpecBase):
-    template: TaskTemplate
+    template: TaskTemplate = Field(description="default: run spec.pipeline with modelplane.data.pipeline")
     workers: int = Field(default=1, ge=1)
-    pipeline: dict[str, Any] = Field(default_factory=dict, description="pipeline options passed to the runner")
+    pipeline: dict[str, Any] = Field(
+        default_factory=dict, description="the pipeline definition (sources, schema, transforms, sinks, "
+        "deadLetter, options); see data/README.md")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_template(cls, data: Any) -> Any:
+        # Without a template the task runs the definition itself, handed over as JSON in the env
+        # (the task does not see the manifest). Only plain values reach here, so json is enough.
+        if isinstance(data, dict) and "template" not in data:
+            import json
+
+            body = data.get("pipeline") or {}
+            data = {**data, "template": {"command": list(PIPELINE_COMMAND),
+                                         "env": {PIPELINE_SPEC_ENV: json.dumps(body, sort_keys=True, default=str)}}}
+        return data
 
 
 class PartySpec(_Spec):

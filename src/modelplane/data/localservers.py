@@ -1,4 +1,4 @@
-"""Throw-away local servers (SeaweedFS S3, Redis) for tests, benchmarks and single-machine demos.
+"""Throw-away local servers (SeaweedFS S3, Redis, NATS JetStream) for tests, benchmarks and single-machine demos.
 
 Each binds 127.0.0.1 on free ports, keeps its state in a directory it is given, sends no telemetry,
 and stops (and is waited for) on exit. A missing binary is a ``MissingDependency`` with the fix.
@@ -150,6 +150,39 @@ def redis_server(workdir: str | os.PathLike[str], *, maxmemory: str = "256mb",
                 raise DataError("redis-server did not answer PING in time.", hint=f"See {workdir / 'redis.log'}")
             time.sleep(0.05)
         yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def nats_server(workdir: str | os.PathLike[str], *, start_timeout_s: float = 15.0) -> Iterator[str]:
+    """Run a private ``nats-server -js`` (JetStream, file store in ``workdir``); yields nats://127.0.0.1:PORT."""
+    binary = _find_binary("nats-server", "apt-get install nats-server (Debian), or download it from "
+                                         "https://github.com/nats-io/nats-server/releases.")
+    port = free_port()
+    workdir = Path(workdir)
+    store = workdir / "jetstream"
+    store.mkdir(parents=True, exist_ok=True)
+    args = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+    log_path = workdir / "nats.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise DataError(f"nats-server exited with code {proc.returncode}.", hint=f"See {log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    if b'"jetstream":true' in s.recv(4096):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise DataError("nats-server did not accept connections in time.", hint=f"See {log_path}")
+            time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
     finally:
         _stop(proc)
         log.close()
