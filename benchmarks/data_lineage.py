@@ -6,10 +6,12 @@ sources, half earlier datasets); models trained on 2-5 datasets, 30% fine-tuned 
 serving one model each. Queries from random start nodes: upstream from deployments/models,
 downstream from sources/datasets, at 1, 5 and 20 hops; p50/p99 in ms on SQLite (file, WAL) and
 PostgreSQL (a throw-away database on the local server). Baseline: the same walk as a Python BFS
-over adjacency lists already in memory (what a naive in-process graph gives), side by side.
+over adjacency lists already in memory (what a naive in-process graph gives), side by side. The
+``api_*`` cells time the upstream route end to end through FastAPI's TestClient (auth, Cedar, name
+lookup, walk, JSON) against the direct store call on the same start nodes.
 
     PYTHONPATH=src .venv/bin/python benchmarks/data_lineage.py [--edges 1000000] [--queries 200]
-        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--no-postgres]
+        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--no-postgres] [--no-api]
 """
 
 from __future__ import annotations
@@ -125,6 +127,50 @@ def run_queries(store: LineageStore | None, adj: dict[str, dict[int, list[int]]]
     return out
 
 
+def api_queries(url: str, lineage: LineageStore, names: dict[int, str], starts: dict[str, np.ndarray],
+                queries: int, home: Path) -> dict[str, Any]:
+    """p50/p99 of ``GET /api/v1/lineage/{kind}/{name}/upstream?depth=5`` through FastAPI's TestClient
+    (bearer-key auth, Cedar authorization, name lookup, walk, JSON) next to the same walk called on
+    the store directly, on the same start nodes."""
+    from fastapi.testclient import TestClient
+
+    from modelplane.api.app import create_app
+    from modelplane.api.auth import ensure_admin_token
+    from modelplane.api.security import release_security
+    from modelplane.store import Store
+
+    store = Store(url)  # the platform's tables beside the lineage_* ones, as in a real deployment
+    token = ensure_admin_token(store, home, fast_hashing=True)
+    client = TestClient(create_app(store, lineage=lineage))
+    client.headers["Authorization"] = f"Bearer {token}"
+    rng = np.random.default_rng(2)
+    picks = [int(x) for x in rng.choice(np.concatenate([starts["deployment"], starts["model"]]), size=queries)]
+    direct, api, floor, sizes = [], [], [], []
+    for s in picks[:10]:  # warm both paths (connection pools, the policy cache)
+        client.get(f"/api/v1/lineage/{names[s].split('-')[0]}/{names[s]}/upstream", params={"depth": 5})
+    for s in picks:
+        kind = names[s].split("-")[0]
+        t0 = time.perf_counter()
+        n = len(lineage.walk(s, "upstream", depth=5, limit=1000))
+        direct.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        r = client.get(f"/api/v1/lineage/{kind}/{names[s]}/upstream", params={"depth": 5, "limit": 1000})
+        api.append(time.perf_counter() - t0)
+        assert r.status_code == 200 and len(r.json()["items"]) == n, r.text[:300]
+        sizes.append(n)
+        t0 = time.perf_counter()
+        client.get("/api/v1/version")  # the platform's floor: auth + Cedar + a trivial handler
+        floor.append(time.perf_counter() - t0)
+    client.close()
+    release_security(store)
+    store.close()
+    d, a = percentiles(direct), percentiles(api)
+    return {"direct_store_upstream_5hop": d, "api_upstream_5hop": a, "api_version_route_floor": percentiles(floor),
+            "median_nodes": int(np.median(sizes)),
+            "api_over_direct_p50": round(a["p50_ms"] / d["p50_ms"], 1),
+            "api_over_direct_p99": round(a["p99_ms"] / d["p99_ms"], 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--edges", type=int, default=1_000_000)
@@ -132,6 +178,7 @@ def main() -> None:
     ap.add_argument("--deep-queries", type=int, default=50, help="samples for the 20-hop cells (slow)")
     ap.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-api", action="store_true", help="skip the API-level cells (TestClient)")
     args = ap.parse_args()
     log("generating graph")
     nodes, edges, starts = make_graph(args.edges)
@@ -154,6 +201,11 @@ def main() -> None:
         result["sqlite_load_s"] = round(time.perf_counter() - t0, 1)
         log("sqlite: querying")
         result["sqlite"] = run_queries(store, adj, starts, args.queries, args.deep_queries)
+        names = {nid: name for nid, _, _, name in nodes}
+        if not args.no_api:
+            log("sqlite: through the API")
+            result["api_sqlite"] = api_queries(f"sqlite:///{work}/lineage.db", store, names, starts, args.queries,
+                                               work / "home-sqlite")
         store.engine.dispose()
         if not args.no_postgres:
             import sqlalchemy as sa
@@ -163,7 +215,8 @@ def main() -> None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
             try:
-                pg = LineageStore(args.postgres_url.rsplit("/", 1)[0] + "/" + name)
+                pg_url = args.postgres_url.rsplit("/", 1)[0] + "/" + name
+                pg = LineageStore(pg_url)
                 pg.create_schema()
                 log("postgres: loading")
                 t0 = time.perf_counter()
@@ -171,6 +224,9 @@ def main() -> None:
                 result["postgres_load_s"] = round(time.perf_counter() - t0, 1)
                 log("postgres: querying")
                 result["postgres"] = run_queries(pg, adj, starts, args.queries, args.deep_queries)
+                if not args.no_api:
+                    log("postgres: through the API")
+                    result["api_postgres"] = api_queries(pg_url, pg, names, starts, args.queries, work / "home-pg")
                 pg.engine.dispose()
             finally:
                 with admin.connect() as conn:

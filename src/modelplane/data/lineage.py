@@ -33,16 +33,21 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    or_,
     select,
     true,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.pool import StaticPool
 
 from modelplane.data.errors import DataError, ObjectNotFound
 
 NODE_KINDS = ("source", "dataset", "pipeline", "training", "checkpoint", "model", "deployment")
 MAX_DEPTH = 64
+MAX_LIMIT = 100_000
+# Jobs read the lineage database's URL from this variable (``Settings.lineage_url`` reads it too).
+LINEAGE_URL_ENV = "MODELPLANE_LINEAGE_URL"
 Direction = Literal["upstream", "downstream"]
 
 metadata = MetaData()
@@ -57,6 +62,9 @@ lineage_nodes = Table(
     Column("attrs", JSON, nullable=False, default=dict),
     Column("created_ns", BigInteger, nullable=False),
     UniqueConstraint("kind", "namespace", "name", name="uq_lineage_node"),
+    # Clients name a node by kind and name alone (the namespace only when ambiguous): without this
+    # a lookup scans every node of the kind (~100k models in the benchmark's graph).
+    Index("ix_lineage_nodes_name_kind", "name", "kind"),
 )
 
 lineage_edges = Table(
@@ -104,8 +112,12 @@ class LineageStore:
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
             # psycopg prepares a statement after 5 runs and PostgreSQL may then switch to a generic
             # plan that cannot see the start node (seq scans for every walk); plan each query instead.
-            connect_args = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
-            engine = create_engine(url, connect_args=connect_args)
+            connect_args: dict[str, Any] = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
+            if url.startswith("sqlite") and url.split("///", 1)[-1] in ("", ":memory:", "sqlite://"):
+                # One in-memory database shared by every thread (the API answers from a thread pool).
+                engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+            else:
+                engine = create_engine(url, connect_args=connect_args)
         else:
             engine = url_or_engine
         if engine.dialect.name == "sqlite":
@@ -199,6 +211,60 @@ class LineageStore:
                                  hint="Lineage is recorded when pipelines, training runs and deployments run.")
         return LineageNode(row.id, row.kind, row.namespace, row.name, row.attrs)
 
+    def locate(self, kind: str, name: str, namespace: str | None = None) -> LineageNode:
+        """The node (kind, name) in ``namespace``, or in whichever one namespace holds that name."""
+        _check_kind(kind)
+        if namespace is not None:
+            return self.find(kind, name, namespace)
+        n = lineage_nodes
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(n).where(n.c.kind == kind, n.c.name == name).order_by(n.c.id).limit(6)).all()
+        if not rows:
+            raise ObjectNotFound(f"no {kind} named {name!r} in the lineage graph.", field="name",
+                                 hint="Search for it with 'modelplane lineage search' or GET /api/v1/lineage/nodes"
+                                      "?name=...; lineage is recorded when pipelines, training runs and "
+                                      "deployments run.")
+        if len(rows) > 1:
+            spaces = ", ".join(repr(r.namespace) for r in rows[:5])
+            raise DataError(f"{kind} {name!r} exists in several namespaces ({spaces}).", field="namespace",
+                            hint="Pass the namespace (--namespace, or ?namespace=) to pick one.")
+        r = rows[0]
+        return LineageNode(r.id, r.kind, r.namespace, r.name, r.attrs)
+
+    def search(self, *, kind: str | None = None, name: str | None = None, namespace: str | None = None,
+               limit: int = 50) -> list[LineageNode]:
+        """Nodes whose name (or namespace) contains ``name``, case-insensitively; exact kind/namespace."""
+        _check_limit(limit)
+        n = lineage_nodes
+        stmt = select(n)
+        if kind:
+            _check_kind(kind)
+            stmt = stmt.where(n.c.kind == kind)
+        if namespace:
+            stmt = stmt.where(n.c.namespace == namespace)
+        if name:
+            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(or_(n.c.name.ilike(pattern, escape="\\"), n.c.namespace.ilike(pattern, escape="\\")))
+        stmt = stmt.order_by(n.c.kind, n.c.namespace, n.c.name).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [LineageNode(r.id, r.kind, r.namespace, r.name, r.attrs) for r in rows]
+
+    def edges_among(self, node_ids: Iterable[int]) -> list[tuple[int, int, str]]:
+        """Edges whose both ends are in ``node_ids``: what a client needs to draw a walk as a graph."""
+        ids = sorted(set(node_ids))
+        if not ids:
+            return []
+        e = lineage_edges
+        out: list[tuple[int, int, str]] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 5_000):  # under every engine's bound-parameter limit
+                chunk = ids[i:i + 5_000]
+                rows = conn.execute(select(e.c.src, e.c.dst, e.c.kind).where(e.c.src.in_(chunk))).all()
+                out.extend((r.src, r.dst, r.kind) for r in rows)
+        keep = set(ids)
+        return sorted(edge for edge in out if edge[1] in keep)
+
     def _walk_statement(self, direction: Direction) -> Any:
         e = lineage_edges
         start, step = (e.c.dst, e.c.src) if direction == "upstream" else (e.c.src, e.c.dst)
@@ -234,6 +300,7 @@ class LineageStore:
         if not 1 <= depth <= MAX_DEPTH:
             raise DataError(f"lineage depth {depth} is out of range.", field="depth",
                             hint=f"Use 1..{MAX_DEPTH}; unbounded closures over large graphs take seconds.")
+        _check_limit(limit)
         if direction not in self._walks:
             raise DataError(f"unknown direction {direction!r}.", field="direction", hint="upstream or downstream")
         stmt = self._walks[direction]
@@ -254,6 +321,24 @@ class LineageStore:
                limit: int = 10_000) -> list[LineageHit]:
         """E.g. which deployments were trained on data from source X: downstream nodes of one kind."""
         return self.walk(node_id, "downstream", depth=depth, limit=limit, kind=kind)
+
+
+def platform_lineage_url(settings: Any) -> str:
+    """Where the platform keeps its lineage graph: ``settings.lineage_url``, else the platform's own
+    database (its ``lineage_*`` tables beside the control-plane store's)."""
+    return str(settings.lineage_url or settings.resolved_database_url)
+
+
+def open_platform_lineage(url: str) -> LineageStore:
+    """A store on ``url`` with its tables created (idempotent: existing tables are kept)."""
+    store = LineageStore(url)
+    store.create_schema()
+    return store
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise DataError(f"limit {limit} is out of range.", field="limit", hint=f"Use 1..{MAX_LIMIT}.")
 
 
 def _check_kind(kind: str) -> None:
