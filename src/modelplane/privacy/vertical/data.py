@@ -89,3 +89,31 @@ def write_breast_cancer_split(directory: Path, *, host_only: int = 20, guest_onl
         for r in guest_rows:
             w.writerow([ids[r], *[f"{v:.8f}" for v in x[r, 20:]], int(y[r])])
     return host_path, guest_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelplane.privacy.vertical.data --out DIR [--only host|guest]``: write the demo split.
+
+    ``--only`` keeps the other party's file out of this party's directory, as in a real federation.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m modelplane.privacy.vertical.data")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", choices=["host", "guest"], default=None)
+    a = ap.parse_args(argv)
+    try:
+        host, guest = write_breast_cancer_split(a.out)
+    except InvalidSpec as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.only == "host":
+        guest.unlink()
+    elif a.only == "guest":
+        host.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""A party task of a horizontal FederatedJob: a Flower SuperNode that trains on this party's shard.
+
+The SuperNode connects to the server task's SuperLink (MASTER_ADDR:MASTER_PORT by default), runs
+the ClientApp for each message and keeps this party's shard on this party's placement: only
+(masked) model parameters leave it. The task ends when the server says the run is over (the
+ClientApp touches a done file), so the job's tasks finish together.
+
+``python -m modelplane.privacy.horizontal.client --party NAME --data shard.npz
+[--superlink HOST:PORT] [--timeout 1800]``
+
+Exit status 0: the run finished; 1: the SuperNode died or the run never finished; 2: bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from modelplane.privacy.errors import PrivacyError
+from modelplane.privacy.horizontal.data import read_shard
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM (a stopped job) unwinds normally, so the SuperNode is stopped too."""
+    raise SystemExit(128 + signum)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Flower SuperNode for one party of a horizontal FederatedJob")
+    ap.add_argument("--party", required=True, help="this party's name, as the server reports it")
+    ap.add_argument("--data", required=True, type=Path, help="this party's shard (.npz with x, y)")
+    ap.add_argument("--superlink", default=None, help="HOST:PORT (default $MASTER_ADDR:$MASTER_PORT)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--server-grace", type=float, default=60.0,
+                    help="give up when the SuperLink has been unreachable this long")
+    ap.add_argument("--inject-fault", default="", choices=["", "nan", "scale", "shape", "masked-shape", "masked-range"],
+                    help="misbehave on purpose, to exercise the server's screening (testing only)")
+    a = ap.parse_args(argv)
+    superlink = a.superlink or f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '9092')}"
+    if not superlink.rpartition(":")[2].isdigit():
+        print(f"error: --superlink must be HOST:PORT, got {superlink!r}", file=sys.stderr)
+        return 2
+    try:
+        read_shard(a.data)  # fail here, clearly, rather than inside the ClientApp
+    except PrivacyError as exc:
+        print(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    exe = Path(sys.executable).parent / "flower-supernode"
+    if not exe.exists():
+        print("error: flower-supernode not found; install the privacy extra: pip install 'modelplane[privacy]'",
+              file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix=f"supernode-{a.party}-"))
+    done = work / "done"
+    node_config = " ".join([f'party="{a.party}"', f'shard="{a.data.resolve()}"', f'done-file="{done}"',
+                            f'fault="{a.inject_fault}"', f"seed={a.seed}"])
+    # The SuperExec asks for work every second by default; a party waits on it in every SecAgg+ stage.
+    env = dict(os.environ, FLWR_HOME=str(work))
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    proc = subprocess.Popen([str(exe), "--insecure", "--superlink", superlink, "--node-config", node_config,
+                             "--port", str(_free_port()), "--max-wait-time", str(int(a.timeout))],
+                            env=env)  # our process group: killing this task kills its SuperNode too
+    deadline = time.monotonic() + a.timeout
+    host, _, port = superlink.rpartition(":")
+    last_seen, next_check = time.monotonic(), 0.0
+    try:
+        while not done.exists():
+            now = time.monotonic()
+            if now >= next_check:  # a server that is gone will never say the run is over
+                next_check = now + 5
+                if _reachable(host, int(port)):
+                    last_seen = now
+                elif now - last_seen > a.server_grace:
+                    print(f"error: party {a.party}: the SuperLink at {superlink} has been unreachable for "
+                          f"{a.server_grace:g}s", file=sys.stderr)
+                    return 1
+            if proc.poll() is not None:
+                print(f"error: the SuperNode of party {a.party} exited with status {proc.returncode}", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"error: party {a.party}: the run did not finish within {a.timeout:g}s", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        # Our SuperNode still has to push the reply to "finished": stopping it now would leave the
+        # server waiting for that reply. Stay until the server has shut down (or a while).
+        linger = time.monotonic() + 30
+        while time.monotonic() < linger and proc.poll() is None and _reachable(host, int(port)):
+            time.sleep(1)
+        print(f"party {a.party}: run finished", flush=True)
+        return 0
+    finally:
+        if proc.poll() is None:  # its SuperExec and ClientApp follow it (they watch their parent's pid)
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

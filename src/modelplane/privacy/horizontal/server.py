@@ -1,0 +1,194 @@
+"""The server task of a horizontal FederatedJob: a Flower SuperLink plus the run submitted to it.
+
+Why one task does both: the control plane gives the server pod set one address (MASTER_ADDR /
+MASTER_PORT); the SuperLink serves its Fleet, Control and ServerAppIo APIs on that one HTTP port,
+starts the ServerApp as its own subprocess, and this wrapper submits the run (the app bundle in
+``app/`` with this job's run config), waits for it to finish and exits with its outcome, so the
+job succeeds or fails with the federation.
+
+``python -m modelplane.privacy.horizontal.server --listen 0.0.0.0:$MASTER_PORT --test-data test.npz
+--output-dir out/ [--rounds 30 --strategy fedavg|fedprox --no-secagg --min-parties 5 ...]``
+
+Exit status 0: the run completed (``out/summary.json``, ``metrics.json``, ``model.npz``);
+1: the run failed (its status on stderr); 2: bad arguments or the SuperLink would not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from modelplane.privacy.errors import PrivacyError
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM (a stopped or cancelled job) unwinds normally, so the SuperLink is stopped too."""
+    raise SystemExit(128 + signum)
+
+
+def _flwr_bin(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise PrivacyError(f"{name} not found", hint="install the privacy extra: pip install 'modelplane[privacy]'")
+    return found
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PrivacyError(f"the SuperLink exited with status {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise PrivacyError(f"the SuperLink did not listen on {host}:{port} within {timeout:g}s")
+
+
+def _control_client(address: str) -> Any:
+    from flwr.cli.typing import SuperLinkConnection
+    from flwr.cli.utils import init_http_client_from_connection
+
+    return init_http_client_from_connection(SuperLinkConnection(name="modelplane", address=address, insecure=True))
+
+
+def submit_run(address: str, run_config: dict[str, Any]) -> int:
+    """Submit the app bundle with ``run_config`` to the SuperLink's Control API; the run id."""
+    import hashlib
+
+    from flwr.cli.build import build_fab_from_disk
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.fab import Fab
+
+    fab_bytes = build_fab_from_disk(APP_DIR)
+    fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
+    client = _control_client(address)
+    try:
+        res = client.StartRun(StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(run_config),
+                                              federation="", app_spec=""))
+    finally:
+        client.close()
+    if not res.HasField("run_id"):
+        raise PrivacyError("the SuperLink did not start the run")
+    return int(res.run_id)
+
+
+def run_status(address: str, run_id: int) -> tuple[str, str]:
+    """(status text such as ``running`` or ``finished:completed``, details)."""
+    from flwr.common.serde import run_from_proto
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    client = _control_client(address)
+    try:
+        res = client.ListRuns(ListRunsRequest(run_id=run_id))
+    finally:
+        client.close()
+    run = run_from_proto(res.run_dict[run_id])
+    status = run.status
+    text = status.status + (f":{status.sub_status}" if status.sub_status else "")
+    return text, status.details
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Flower SuperLink + ServerApp for a horizontal FederatedJob")
+    ap.add_argument("--listen", default=None,
+                    help="HOST:PORT for the SuperLink (default 0.0.0.0:$MASTER_PORT)")
+    ap.add_argument("--test-data", required=True, type=Path, help="the server's held-out .npz (x, y)")
+    ap.add_argument("--output-dir", required=True, type=Path)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--strategy", choices=["fedavg", "fedprox"], default="fedavg")
+    ap.add_argument("--proximal-mu", type=float, default=0.01)
+    ap.add_argument("--no-secagg", action="store_true", help="plain FedAvg/FedProx (the server sees each update)")
+    ap.add_argument("--min-parties", type=int, default=5, help="parties that must join before round 1")
+    ap.add_argument("--min-fit-parties", type=int, default=3, help="fewest parties a round may aggregate")
+    ap.add_argument("--reconstruction-threshold", type=float, default=0.6,
+                    help="SecAgg+: share of a party's key shares needed to unmask (dropout tolerance)")
+    ap.add_argument("--round-timeout", type=float, default=30.0,
+                    help="seconds to wait for replies in each stage before treating a party as dropped")
+    ap.add_argument("--local-epochs", type=int, default=2)
+    ap.add_argument("--learning-rate", type=float, default=0.5)
+    ap.add_argument("--max-update-norm", type=float, default=50.0)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="give up on the whole run after this many seconds")
+    a = ap.parse_args(argv)
+
+    listen = a.listen or f"0.0.0.0:{os.environ.get('MASTER_PORT', '9092')}"
+    host, _, port_s = listen.rpartition(":")
+    if not port_s.isdigit() or not host:
+        print(f"error: --listen must be HOST:PORT, got {listen!r}", file=sys.stderr)
+        return 2
+    if not a.test_data.is_file():
+        print(f"error: --test-data {a.test_data} does not exist", file=sys.stderr)
+        return 2
+    out = a.output_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {
+        "output-dir": str(out), "test-data": str(a.test_data.resolve()), "rounds": a.rounds,
+        "strategy": a.strategy, "proximal-mu": a.proximal_mu, "secagg": not a.no_secagg,
+        "min-parties": a.min_parties, "min-fit-parties": a.min_fit_parties,
+        "reconstruction-threshold": a.reconstruction_threshold, "round-timeout": a.round_timeout,
+        "local-epochs": a.local_epochs, "learning-rate": a.learning_rate, "max-update-norm": a.max_update_norm,
+    }
+    home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=out))
+    env = dict(os.environ, FLWR_HOME=str(home))
+    os.environ["FLWR_HOME"] = str(home)
+    connect = f"127.0.0.1:{port_s}"
+    try:
+        superlink_bin = _flwr_bin("flower-superlink")
+    except PrivacyError as exc:
+        print(f"error: {exc} ({exc.hint})", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    superlink = subprocess.Popen(
+        [superlink_bin, "--insecure", "--host", host, "--port", port_s, "--database", str(home / "state.db"),
+         "--disable-runtime-dependency-installation"], env=env)  # our process group: stopping the task stops it
+    try:
+        _wait_port("127.0.0.1", int(port_s), superlink, 60)
+        run_id = submit_run(connect, run_config)
+        print(f"submitted run {run_id} to the SuperLink on {listen}", flush=True)
+        deadline = time.monotonic() + a.timeout
+        while True:
+            if superlink.poll() is not None:
+                raise PrivacyError(f"the SuperLink exited with status {superlink.returncode} during the run")
+            status, details = run_status(connect, run_id)
+            if status.startswith("finished"):
+                break
+            if time.monotonic() > deadline:
+                raise PrivacyError(f"run {run_id} did not finish within {a.timeout:g}s (status {status})")
+            time.sleep(1.0)
+        summary = out / "summary.json"
+        if status != "finished:completed" or not summary.exists():
+            print(f"error: run {run_id} ended {status}: {details or 'see the SuperLink log above'}", file=sys.stderr)
+            return 1
+        print(json.dumps(json.loads(summary.read_text())), flush=True)
+        return 0
+    except PrivacyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if superlink.poll() is None:  # its SuperExec and ServerApp follow it (they watch their parent's pid)
+            superlink.terminate()
+            try:
+                superlink.wait(10)
+            except subprocess.TimeoutExpired:
+                superlink.kill()
+                superlink.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
