@@ -6,7 +6,7 @@ PIP := $(BIN)/pip
 STAMP_UP := $(VENV)/.installed-up
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: up test lint types unit system-deps clean
+.PHONY: up test demo lint types unit system-deps clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "Python 3.11 is needed: install python3.11 (e.g. apt-get install python3.11 python3.11-venv)"; exit 2; }
@@ -24,11 +24,16 @@ $(STAMP_TEST): $(BIN)/python pyproject.toml constraints.txt
 up: $(STAMP_UP)
 	$(BIN)/modelplane up --cluster examples/cluster.yaml
 
+# The end-to-end scenario (pipeline, training with a lost worker, deployment, burst, guards,
+# audit) against the platform `make up` runs, or on its own platform when none is running.
+demo: system-deps $(STAMP_TEST)
+	$(BIN)/python scripts/demo.py
+
 system-deps:
 	bash scripts/install-system-deps.sh
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/lint-imports
 
 types: $(STAMP_TEST)

@@ -23,7 +23,7 @@ from modelplane.core.errors import ModelplaneError
 
 app = typer.Typer(help="modelplane: one pool of heterogeneous accelerators for training and serving.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-get_app = typer.Typer(help="List jobs, nodes or queues.", no_args_is_help=True)
+get_app = typer.Typer(help="List jobs, deployments, nodes or queues.", no_args_is_help=True)
 describe_app = typer.Typer(help="Show one object in detail.", no_args_is_help=True)
 delete_app = typer.Typer(help="Delete (cancel) an object.", no_args_is_help=True)
 cluster_app = typer.Typer(help="Manage the pool.", no_args_is_help=True)
@@ -128,7 +128,7 @@ def _serve(cluster_file: Path | None, host: str | None, port: int | None, with_c
 
 
 @app.command("run-controller")
-def run_controller(name: Annotated[str, typer.Argument(help="scheduler, jobs, node-health or node-agent")]) -> None:
+def run_controller(name: Annotated[str, typer.Argument(help="scheduler, jobs, node-health, node-agent or deployments")]) -> None:
     """Run one controller alone against MODELPLANE_DATABASE_URL (production: one process each)."""
     from modelplane.platform import CONTROLLERS, build_platform
     from modelplane.settings import Settings
@@ -256,6 +256,48 @@ def describe_job(name: str) -> None:
                   f"{arrow} {e['message']}", highlight=False)
 
 
+@get_app.command("deployments")
+def get_deployments() -> None:
+    """List inference deployments: ready/desired replicas and the load the autoscaler sees."""
+    res = _guard(_client().get, "/deployments")
+    rows = []
+    for d in res["items"]:
+        seen = d["status"].get("observed") or {}
+        rows.append([d["name"], d["model"], f"{d['ready']}/{d['desired']}",
+                     f"{seen.get('inFlight', 0):.1f}" + (f"+{seen['waiting']:.0f}" if seen.get("waiting") else ""),
+                     f"{seen.get('rps', 0):.1f}", d["state"], _age(d["createdAt"])])
+    _table(["NAME", "MODEL", "READY/DESIRED", "IN-FLIGHT", "RPS", "STATE", "AGE"], rows)
+
+
+@describe_app.command("deployment")
+def describe_deployment(name: str) -> None:
+    """A deployment's model, replicas and their endpoints, load, and recent scaling decisions."""
+    d = _guard(_client().get, f"/deployments/{name}")
+    st = d["status"]
+    out.print(f"[bold]InferenceDeployment/{d['name']}[/bold]  team {d['team']}, queue {d['queue']}")
+    out.print(f"  model {d['model']}" + (f" -> {st['modelRef']}" if st.get("modelRef") else ""), highlight=False)
+    out.print(f"  state [bold]{d['state']}[/bold]  ready {d['ready']}/{d['desired']}", highlight=False)
+    if st.get("error"):
+        out.print(f"  [red]error:[/red] {escape(st['error'])}", highlight=False)
+    auto = (d["manifest"].get("spec") or {}).get("autoscaling")
+    if auto:
+        out.print(f"  autoscaling: min {auto.get('minReplicas', 1)}, max {auto.get('maxReplicas', 1)}, "
+                  f"target concurrency {auto.get('targetConcurrency', 2)}", highlight=False)
+    seen = st.get("observed") or {}
+    out.print(f"  load: in flight {seen.get('inFlight', 0):.1f}, waiting {seen.get('waiting', 0):.1f}, "
+              f"{seen.get('rps', 0):.1f} req/s", highlight=False)
+    out.print(f"  inference: POST /api/v1/deployments/{d['name']}/infer  {{\"inputs\": [[...]]}}", highlight=False)
+    out.print("  replicas:")
+    for r in st.get("replicas", []):
+        flag = "ready" if r["ready"] else ("draining" if r["draining"] else "not ready")
+        out.print(f"    {r['name']:<24} {r['state']:<10} {flag:<10} {r['node'] or '-':<12} {r['endpoint'] or '-'}",
+                  highlight=False)
+    out.print("  events:")
+    for e in st.get("events", [])[-15:]:
+        out.print(f"    {time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['reason']:<16} {escape(e['message'])}",
+                  highlight=False)
+
+
 @app.command()
 def logs(
     name: str,
@@ -289,6 +331,13 @@ def delete_job(name: str, purge: Annotated[bool, typer.Option(help="remove a fin
     out.print(f"job/{name} purged" if res.get("purged") else f"job/{name} cancellation requested ({res['state']})")
 
 
+@delete_app.command("deployment")
+def delete_deployment(name: str) -> None:
+    """Delete a deployment: it leaves the gateway, its replicas drain and stop."""
+    res = _guard(_client().delete, f"/deployments/{name}")
+    out.print(f"deployment/{name} deleting ({res['ready']} replica(s) draining)")
+
+
 cost_app = typer.Typer(help="What the pool cost and who used it.", no_args_is_help=True)
 app.add_typer(cost_app, name="cost")
 
@@ -310,6 +359,32 @@ def cost_report(since: Annotated[str, typer.Option(help="window: 30m, 12h, 7d")]
                [[k, f"{v['gpuHours']:.2f}", f"{v['cost']:.2f}", f"{v['spotCost']:.2f}"] for k, v in res[key].items()])
     out.print(f"pool {res['poolCost']:.2f}, used {res['usedCost']:.2f}, idle {res['idleCost']:.2f} "
               f"(prices per node-hour from the cluster file)")
+    _storage_section(res.get("storage") or {})
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3f}"
+
+
+def _storage_section(st: dict[str, Any]) -> None:
+    """Storage per tier and team: what the configured sources hold now, priced per GB-month."""
+    out.print("\n[bold]Storage[/bold] (bytes held now, for the whole window)", highlight=False)
+    prices = st.get("prices", {})
+    _table(["TIER", "LOGICAL-GB", "STORED-GB", "GB-MONTHS", "$/GB-MONTH", "COST"],
+           [[k, _gib(v["logicalBytes"]), _gib(v["storedBytes"]), f"{v['gbMonths']:.4f}",
+             f"{prices.get(k, 0):g}", f"{v['cost']:.2f}"] for k, v in st.get("byTier", {}).items()])
+    _table(["TEAM", "STORED-GB", "COST"],
+           [[k, _gib(v["storedBytes"]), f"{v['cost']:.2f}"] for k, v in st.get("byTeam", {}).items()])
+    _table(["DATASET", "TIER", "TEAM", "STORED-GB", "COST"],
+           [[escape(d["dataset"]), d["tier"], escape(d["team"]), _gib(d["storedBytes"]), f"{d['cost']:.2f}"]
+            for d in st.get("byDataset", [])[:20]])
+    if not st.get("byTier") and not st.get("errors"):
+        out.print("no storage measured: set storage_sources (e.g. MODELPLANE_STORAGE_SOURCES='[\"ec=/data/ec\"]')",
+                  highlight=False)
+    for e in st.get("errors", []):
+        err.print(f"[yellow]storage:[/yellow] {escape(e)}", highlight=False)
+    total = st.get("total", {})
+    out.print(f"storage {total.get('cost', 0):.2f} for {_gib(total.get('storedBytes', 0))} GB stored", highlight=False)
 
 
 @cluster_app.command("import")
@@ -355,7 +430,9 @@ def _register_command_groups() -> None:
     """Command groups that live in their own modules (one job each), added when present."""
     import importlib
 
-    for module in ("modelplane.cli_security", "modelplane.cli_sim", "modelplane.cli_data", "modelplane.cli_plan"):
+    for module in ("modelplane.cli_security", "modelplane.cli_sim", "modelplane.cli_data", "modelplane.cli_plan",
+                   "modelplane.cli_models",
+                   "modelplane.cli_lineage", "modelplane.cli_agent"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from modelplane.agent.redis_tier import PeerMemoryServer
 from modelplane.api.auth import ensure_admin_token
 from modelplane.backends.base import Backend, create_backend
 from modelplane.control.base import Controller, ReconcileLoop
@@ -22,11 +23,12 @@ from modelplane.control.nodes import EmbeddedNodeAgent, NodeHealthController
 from modelplane.control.scheduling import SchedulerController
 from modelplane.core.cluster import parse_cluster
 from modelplane.core.errors import ModelplaneError
+from modelplane.data.lineage import open_platform_lineage, platform_lineage_url
 from modelplane.scheduler.interface import Scheduler
 from modelplane.settings import Settings
 from modelplane.store import Store
 
-CONTROLLERS = ("scheduler", "jobs", "node-health", "node-agent")
+CONTROLLERS = ("scheduler", "jobs", "node-health", "node-agent", "deployments")
 
 
 def make_scheduler(name: str) -> Scheduler:
@@ -62,6 +64,14 @@ def make_backend(settings: Settings) -> Backend:
     return create_backend(settings.backend, state_dir=settings.home / "backend" / settings.backend)
 
 
+def _peer_memory_server(settings: Settings) -> PeerMemoryServer | None:
+    """The local pool's peer-memory tier (one redis-server for this machine), when enabled."""
+    if not settings.peer_memory or settings.peer_memory_urls:
+        return None
+    return PeerMemoryServer((settings.home / "peer-memory").resolve(), maxmemory=settings.peer_memory_maxmemory,
+                            password=settings.peer_memory_password)
+
+
 def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, backend: Backend,
                      clock: Callable[[], float] = time.time) -> list[Controller]:
     out: list[Controller] = []
@@ -70,8 +80,10 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
             # A backend that can tell which of its nodes are alive (Ray) speaks for them; under the
             # local backend this process hosts every node of the pool.
             alive = getattr(backend, "alive_node_names", None)
+            hosts_pool = settings.backend == "local" and not callable(alive)
             out.append(EmbeddedNodeAgent(store, alive if callable(alive) else
-                                         (lambda: [n.name for n in store.list_nodes()])))
+                                         (lambda: [n.name for n in store.list_nodes()]),
+                                         peer_memory=_peer_memory_server(settings) if hosts_pool else None))
         elif name == "scheduler":
             out.append(SchedulerController(store, make_scheduler(settings.scheduler), clock))
         elif name == "jobs":
@@ -79,9 +91,21 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
                 store, backend, clock, runtime_dir=settings.home / "runtime",
                 checkpoint_root=settings.checkpoint_root or str((settings.home / "checkpoints").resolve()),
                 heartbeat_timeout=settings.heartbeat_timeout, hang_timeout=settings.hang_timeout,
-                restart_backoff=settings.restart_backoff, peer_memory_urls=settings.peer_memory_urls))
+                restart_backoff=settings.restart_backoff, peer_memory_urls=settings.peer_memory_urls,
+                peer_memory_password=settings.peer_memory_password,
+                lineage_url=platform_lineage_url(settings)))
         elif name == "node-health":
             out.append(NodeHealthController(store, clock, settings.node_heartbeat_timeout))
+        elif name == "deployments":
+            from modelplane.control.deployments import DeploymentController
+
+            out.append(DeploymentController(
+                store, clock, cache_dir=(settings.home / "model-cache").resolve(),
+                registry_url=settings.resolved_model_registry_url, autoscaler=settings.autoscaler,
+                stable_s=settings.autoscale_stable_s, panic_s=settings.autoscale_panic_s,
+                downscale_delay_s=settings.autoscale_downscale_delay_s,
+                scale_to_zero_grace_s=settings.autoscale_scale_to_zero_grace_s, drain_delay_s=settings.drain_delay_s,
+                lineage=open_platform_lineage(platform_lineage_url(settings))))
         else:
             raise ModelplaneError(f"unknown controller {name!r}", hint=f"use one of: {', '.join(CONTROLLERS)}")
     return out

@@ -4,6 +4,7 @@ Screenshots are written under the test's tmp_path and their paths printed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -35,6 +36,14 @@ SLEEPER = {"apiVersion": "modelplane/v1", "kind": "TrainingJob", "metadata": {"n
                                  "resources": {"cpu": "1", "memory": "1Gi", "accelerators": 4,
                                                "acceleratorModel": "NVIDIA-A100"}}}}
 
+LINEAGE = [({"eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z", "producer": "tests", "run": {"runId": run},
+             "job": {"namespace": "modelplane", "name": job}, "inputs": [{"namespace": ns, "name": i} for ns, i in ins],
+             "outputs": [{"namespace": ns, "name": o} for ns, o in outs]}, kind)
+           for run, job, ins, outs, kind in [
+               ("r1", "prep", [("s3://raw", "a")], [("s3://ds", "clean")], "pipeline"),
+               ("r2", "train", [("s3://ds", "clean")], [("models", "llm:1")], "training"),
+               ("r3", "chat", [("models", "llm:1")], [], "deployment")]]
+
 
 def _browser_tools() -> Any:
     """Playwright's sync API and Debian's Chromium, or a failure saying how to install them."""
@@ -51,7 +60,12 @@ def _browser_tools() -> Any:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    s = make_server(tmp_path).start()
+    s = make_server(tmp_path)
+    data = tmp_path / "ssd" / "teams" / "research" / "features"  # storage for the cost page to price
+    data.mkdir(parents=True)
+    (data / "part-0").write_bytes(b"f" * 1_000_000)
+    s.env["MODELPLANE_STORAGE_SOURCES"] = json.dumps([f"hot={tmp_path / 'ssd'}"])
+    s.start()
     yield s
     s.stop()
 
@@ -108,6 +122,7 @@ def drive(server: Server, page: Any, shot: Any) -> None:
     page.goto(server.url + "/console")
     a100 = page.locator("tr[data-model='NVIDIA-A100'] td.num").all_inner_texts()
     assert a100[:2] == ["4", "12"], a100  # allocated, idle
+    page.wait_for_selector("svg[data-testid=utilization-all] polyline[data-series=allocated]", state="attached")
     shot(page, "pool")
 
     page.click("text=Submit")
@@ -142,5 +157,25 @@ def drive(server: Server, page: Any, shot: Any) -> None:
     assert page.inner_text("[data-testid=verify-result]").startswith("Verified:")
     assert "POST /console/jobs" in page.inner_text("main")
     shot(page, "audit-verified")
+
+    page.click("header nav >> text=Cost")  # the sleeper has run: research has GPU-hours and an SSD dataset
+    page.wait_for_selector("svg[data-testid=cost-by-team] g[data-label=research]")
+    assert "teams/research/features" in page.inner_text("[data-testid=storage-datasets]")
+    page.select_option("#since", "1h")  # the window selector reloads the page
+    page.wait_for_url("**/console/cost?since=1h")
+    assert page.locator("tr[data-tier=hot]").count() == 1
+    shot(page, "cost")
     with server.client() as api:
         api.delete("/jobs/sleeper")
+        for body, kind in LINEAGE:
+            assert api.post("/lineage/events", json=body, params={"job_kind": kind}).status_code == 201
+
+    page.click("header nav >> text=Lineage")
+    page.fill("[data-testid=lineage-q]", "llm")
+    page.click("form.lineage-search button")
+    page.click("[data-node='model/llm:1']")
+    page.wait_for_selector("[data-testid=lineage-node]")
+    upstream = page.inner_text(".lineage-tree[data-direction=upstream]")
+    assert "train" in upstream and "clean" in upstream and "prep" in upstream, upstream
+    assert "chat" in page.inner_text(".lineage-tree[data-direction=downstream]")
+    shot(page, "lineage")

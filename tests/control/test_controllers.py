@@ -90,6 +90,31 @@ def test_failed_task_is_retried_then_fails(h: Harness):
     assert states == ["Pending", "Admitted", "Running", "Recovering", "Pending", "Admitted", "Running", "Failed"]
 
 
+def _federated_doc(name: str, server: str, parties: dict[str, str]) -> dict:
+    def tmpl(code: str) -> dict:
+        return {"command": [PY, "-c", code], "resources": {"cpu": "500m", "memory": "256Mi"}}
+
+    return {"apiVersion": "modelplane/v1", "kind": "FederatedJob", "metadata": {"name": name},
+            "spec": {"queue": "training", "server": tmpl(server),
+                     "parties": [{"name": n, "template": tmpl(c)} for n, c in parties.items()]}}
+
+
+def test_a_federation_survives_a_lost_party_and_the_server_decides(h: Harness):
+    """Secure aggregation finishes rounds without a dropped party, so a party's death is an event,
+    not the job's end; the server's exit decides, and the parties still running are stopped."""
+    h.store.create_job(_federated_doc("fed", "import time; time.sleep(3)", {
+        "alpha": "import sys; sys.exit(3)", "beta": "import time; time.sleep(120)", "gamma": "print('done')"}))
+    job = h.until("fed", state_is(JobState.SUCCEEDED), timeout=90)
+    assert "the server finished; 1 of 3 parties to the end" in job.message
+    lost = [e for e in h.store.list_events(job.id) if e.reason == "PartyLost"]
+    assert len(lost) == 1 and "party-alpha" in lost[0].message and "exit" in lost[0].message
+    assert all(s.phase.value != "Running" for s in h.backend.poll(job.id, []))  # beta was stopped
+    h.store.create_job(_federated_doc("fed-bad", "import sys; sys.exit(4)", {
+        "alpha": "import time; time.sleep(120)", "beta": "import time; time.sleep(120)"}))
+    job = h.until("fed-bad", state_is(JobState.FAILED), timeout=90)
+    assert "federation server" in job.message and "4" in job.message
+
+
 def test_cancel_stops_the_processes(h: Harness):
     h.store.create_job(training_doc("sleepy", replicas=2, command=[PY, "-c", "import time; time.sleep(120)"]))
     job = h.until("sleepy", state_is(JobState.RUNNING))
@@ -185,6 +210,28 @@ def test_training_runtime_files_and_silent_heartbeats(store: Store, tmp_path: Pa
     loop.run_once()
     job = store.get_job("beat")
     assert job.state is JobState.RECOVERING and job.reason == "HeartbeatLost"
+    store.update_job_fields(job.id, cancel_requested=True)
+    loop.run_once()
+
+
+def test_a_rank_that_said_it_is_exiting_gets_a_grace_period(store: Store, tmp_path: Path):
+    """After its last ("exiting") beat a rank may take a while to leave (process-group teardown,
+    interpreter exit on a loaded machine): silent beyond the timeout is fine then, but not forever."""
+    from modelplane.control.jobs import EXIT_GRACE_S
+
+    runtime, clock, _backend, loop = runtime_loop(store, tmp_path)
+    code = ("import json, os, time; p = os.environ['MODELPLANE_HEARTBEAT_FILE'].format(rank=0);\n"
+            "json.dump({'rank': 0, 'step': 9, 'time': time.time(), 'seq': 3, 'exiting': True}, open(p, 'w'));"
+            " time.sleep(120)")
+    store.create_job(training_doc("leaving", replicas=1, command=[PY, "-c", code], restartPolicy={"maxRestarts": 1}))
+    run_until_beating(loop, store, "leaving", runtime)
+    clock["now"] += 30 + EXIT_GRACE_S / 2  # past the heartbeat timeout (30 s), inside the exit grace
+    loop.run_once()
+    assert store.get_job("leaving").state is JobState.RUNNING
+    clock["now"] += EXIT_GRACE_S  # lingering far beyond its goodbye: lost
+    loop.run_once()
+    job = store.get_job("leaving")
+    assert job.state is JobState.RECOVERING and job.reason == "HeartbeatLost", (job.state, job.reason)
     store.update_job_fields(job.id, cancel_requested=True)
     loop.run_once()
 

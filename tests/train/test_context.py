@@ -69,6 +69,9 @@ def test_callback_heartbeat() -> None:
     hb.beat(1)
     hb.beat(2)
     assert [(r["rank"], r["step"], r["time"]) for r in seen] == [(3, 1, 42.0), (3, 2, 42.0)]
+    assert not any(r.get("exiting") for r in seen)
+    hb.stop()  # the last record says the process is on its way out, at the last step it reached
+    assert seen[-1]["exiting"] is True and seen[-1]["step"] == 2
 
 
 def test_sigterm_saves_at_the_step_boundary_and_stops(tmp_path: Path) -> None:

@@ -43,10 +43,14 @@ def _error(status: int, body: dict[str, Any]) -> JSONResponse:
 
 def create_app(store: Store, log_reader: Backend | None = None,
                extra_routers: list[Callable[[], APIRouter]] | None = None,
-               *, security: ApiSecurity | None = None) -> FastAPI:
-    """``security`` defaults to this store's ``security_for(store)`` (keys under Settings().home)."""
+               *, security: ApiSecurity | None = None, lineage: Any = None) -> FastAPI:
+    """``security`` defaults to this store's ``security_for(store)`` (keys under Settings().home);
+    ``lineage`` (a ``data.lineage.LineageStore``) to the platform's, opened on first use."""
     from modelplane.api.routes import audit, cluster, cost, identities, jobs, nodes, policies, queues
     from modelplane.api.routes import auth as auth_routes
+    from modelplane.api.routes import deployments as deployment_routes
+    from modelplane.api.routes import lineage as lineage_routes
+    from modelplane.api.routes import models as model_routes
 
     app = FastAPI(
         title="modelplane",
@@ -56,6 +60,7 @@ def create_app(store: Store, log_reader: Backend | None = None,
         "'Authorization: Bearer <access token or API key>' and is authorized by Cedar policy.",
     )
     app.state.modelplane = AppState(store, log_reader)
+    app.state.lineage = lineage
     sec = security or security_for(store)
     app.state.security = sec
     app.router.on_shutdown.append(sec.checkpoint_now)  # a last signed checkpoint on a clean stop
@@ -105,8 +110,11 @@ def create_app(store: Store, log_reader: Backend | None = None,
         return "ok"
 
     auth = [Depends(guard)]
-    for module in (nodes, queues, jobs, cluster, audit, identities, policies, auth_routes, cost):
+    for module in (nodes, queues, jobs, cluster, audit, identities, policies, auth_routes, cost, lineage_routes):
         app.include_router(module.router, prefix="/api/v1", dependencies=auth)
+    app.include_router(deployment_routes.router, prefix="/api/v1", dependencies=auth)
+    app.include_router(model_routes.router, prefix="/api/v1", dependencies=auth)
+    deployment_routes.install_gateway(app, store)  # the gateway behind /deployments/{name}/infer
     app.include_router(auth_routes.public_router, prefix="/api/v1")
     for make in extra_routers or []:
         app.include_router(make(), prefix="/api/v1", dependencies=auth)

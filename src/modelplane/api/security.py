@@ -372,6 +372,15 @@ def _job(ctx: RuleContext) -> dict[str, Any]:
     return {"type": "Job", "id": name, "owner_team": team}
 
 
+def _deployment(ctx: RuleContext) -> dict[str, Any]:
+    name = ctx.path["name"]
+    try:
+        team = ctx.store.get_deployment(name).team
+    except NotFound:
+        team = ""  # as for jobs: only an admin learns that the name is free
+    return {"type": "Job", "id": name, "owner_team": team}
+
+
 def _job_manifest(ctx: RuleContext) -> dict[str, Any]:
     body = ctx.body if isinstance(ctx.body, dict) else {}
     raw = body.get("metadata")
@@ -388,6 +397,9 @@ def _node_body(ctx: RuleContext) -> dict[str, Any]:
 def _team_listing(rtype: str) -> Resolver:
     """A list: the team asked for, else the caller's own (admins see everything)."""
     return lambda ctx: {"type": rtype, "id": "*", "owner_team": ctx.query.get("team") or ctx.principal.team}
+
+
+team_listing = _team_listing  # for pages and routers that register their own rules (add_rules)
 
 
 def _queue(ctx: RuleContext) -> dict[str, Any]:
@@ -412,6 +424,19 @@ def _identity(ctx: RuleContext) -> dict[str, Any]:
     body = ctx.body if isinstance(ctx.body, dict) else {}
     name = ctx.path.get("name") or body.get("name", "")
     return {"type": "Identity", "id": str(name), "caller_is_subject": False}
+
+
+def _lineage_event(ctx: RuleContext) -> dict[str, Any]:
+    """Recording an OpenLineage event writes in the name of its job: a platform job's owning team may;
+    for a job the platform does not run, only an admin (or an API key scoped role:admin) may."""
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    job = body.get("job") if isinstance(body.get("job"), dict) else {}
+    name = str(job.get("name", "")) if isinstance(job, dict) else ""
+    try:
+        team = ctx.store.get_job(name).team if name else ""
+    except NotFound:
+        team = ""
+    return {"type": "Job", "id": name, "owner_team": team}
 
 
 def _console_manifest(ctx: RuleContext) -> dict[str, Any]:
@@ -439,11 +464,25 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", V1 + "/jobs/{name}/events"): Rule("read", _job),
     ("GET", V1 + "/jobs/{name}/logs"): Rule("read", _job),
     ("DELETE", V1 + "/jobs/{name}"): Rule("write", _job),
+    # inference deployments: Job resources of the manifest's team; inference itself is a read
+    # (it changes nothing, and is not written to the audit log request by request)
+    ("POST", V1 + "/deployments"): Rule("write", _job_manifest, needs_body=True),
+    ("GET", V1 + "/deployments"): Rule("read", _team_listing("Job")),
+    ("GET", V1 + "/deployments/{name}"): Rule("read", _deployment),
+    ("DELETE", V1 + "/deployments/{name}"): Rule("write", _deployment),
+    ("POST", V1 + "/deployments/{name}/infer"): Rule("read", _deployment),
+    # the model registry: platform infrastructure like the node pool (members read, admins write);
+    # the policy set permits nothing on Model resources yet
+    ("POST", V1 + "/models"): Rule("write", _fixed("Node", "model-registry")),
+    ("GET", V1 + "/models"): Rule("read", _fixed("Node", "model-registry")),
+    ("GET", V1 + "/models/{name}"): Rule("read", _fixed("Node", "model-registry")),
+    ("POST", V1 + "/models/{name}/versions/{version}/stage"): Rule("write", _fixed("Node", "model-registry")),
     # nodes: members read the pool (for affinity); admins change it
     ("POST", V1 + "/nodes"): Rule("write", _node_body, needs_body=True),
     ("GET", V1 + "/nodes"): Rule("read", _fixed("Node")),
     ("GET", V1 + "/nodes/{name}"): Rule("read", _named("Node")),
     ("DELETE", V1 + "/nodes/{name}"): Rule("write", _named("Node")),
+    ("PATCH", V1 + "/nodes/{name}/labels"): Rule("write", _named("Node")),  # node agents publish URLs
     **{("POST", V1 + f"/nodes/{{name}}/{verb}"): Rule("write", _named("Node"))
        for verb in ("heartbeat", "cordon", "uncordon", "drain")},
     # queues: reading is the owning team's; creating one or changing its quota is an admin's
@@ -454,6 +493,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", V1 + "/cluster/import"): Rule("write", _fixed("Node", "cluster")),
     # cost of every team's work: the platform team's (admins manage quotas)
     ("GET", V1 + "/cost"): Rule("read", _fixed("Quota", "cost")),
+    # lineage graph: cluster-wide metadata, read like the node pool; events written as their job
+    ("POST", V1 + "/lineage/events"): Rule("write", _lineage_event, needs_body=True),
+    ("GET", V1 + "/lineage/nodes"): Rule("read", _fixed("Node", "lineage")),
+    **{("GET", V1 + f"/lineage/{{kind}}/{{name}}{p}"): Rule("read", _fixed("Node", "lineage"))
+       for p in ("", "/upstream", "/downstream", "/impact")},
     # audit log
     **{("GET", V1 + f"/audit/{p}"): Rule("read", _fixed("AuditLog", p))
        for p in ("entries", "checkpoint", "proof/inclusion", "proof/consistency")},
@@ -487,6 +531,7 @@ RULES: dict[tuple[str, str], Rule] = {
     **{("GET", CONSOLE + f"/jobs/{{name}}{p}"): Rule("read", _job) for p in ("", "/status", "/logs")},
     ("GET", CONSOLE + "/audit"): Rule("read", _fixed("AuditLog", "entries")),
     ("POST", CONSOLE + "/audit/verify"): Rule("read", _fixed("AuditLog", "verify")),
+    ("GET", CONSOLE + "/lineage"): Rule("read", _fixed("Node", "lineage")),
 }
 
 
@@ -510,11 +555,15 @@ class RequestSecurity:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
 def route_template(request: Request) -> str:
     """The matched route's full path template, e.g. ``/api/v1/jobs/{name}``.
 
-    FastAPI mounts included routers, so ``route.path`` may lack the ``/api/v1`` prefix."""
-    path = str(getattr(request.scope.get("route"), "path", "") or request.url.path)
+    FastAPI mounts included routers, so ``route.path`` may lack the ``/api/v1`` prefix; converters
+    (``{name:path}``) are dropped, as in the OpenAPI document, so RULES keys match its paths."""
+    path = _CONVERTER.sub(r"{\1}", str(getattr(request.scope.get("route"), "path", "") or request.url.path))
     if not path.startswith(V1) and request.url.path.startswith(V1 + "/"):
         return V1 + path
     return path

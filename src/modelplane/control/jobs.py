@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelplane.agent.peers import PEER_MEMORY_LABEL, peer_urls
 from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
 from modelplane.control.base import Controller
 from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
@@ -26,6 +27,8 @@ from modelplane.obs.metrics import LAUNCH_SECONDS, MIGRATIONS, TRANSITIONS
 from modelplane.store import JobRecord, Store
 
 log = logging.getLogger("modelplane.control.jobs")
+EXIT_GRACE_S = 60.0  # how long a rank may take to exit after its last ("exiting") heartbeat
+SERVE_PORT_ENV = "MODELPLANE_PORT"  # a serving replica's port, chosen here and recorded as the task's endpoint
 
 
 def _free_port() -> int:
@@ -41,7 +44,8 @@ class JobController(Controller):
                  stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
                  checkpoint_root: str = "", heartbeat_timeout: float = 120.0,
                  hang_timeout: float = 1800.0, restart_backoff: float = 0.0,
-                 max_restart_backoff: float = 300.0, peer_memory_urls: str = "") -> None:
+                 max_restart_backoff: float = 300.0, peer_memory_urls: str = "",
+                 peer_memory_password: str = "", lineage_url: str = "") -> None:
         """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
         runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
         checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
@@ -54,15 +58,26 @@ class JobController(Controller):
         self.heartbeat_timeout = heartbeat_timeout
         self.hang_timeout = hang_timeout
         self.restart_backoff = restart_backoff
-        self.peer_memory_urls = peer_memory_urls  # the peer-memory checkpoint tier, one Redis per node
+        self.peer_memory_urls = peer_memory_urls  # operator override of the URLs the node agents publish
+        self.peer_memory_password = peer_memory_password
         self.max_restart_backoff = max_restart_backoff
+        self.lineage_url = lineage_url  # pipelines and training runs record what they read and wrote there
 
     def _runtime_env(self, job: JobRecord) -> dict[str, str]:
         env: dict[str, str] = {}
         if self.checkpoint_root:
             env["MODELPLANE_CHECKPOINT_URL"] = f"{self.checkpoint_root.rstrip('/')}/{job.name}"
-        if self.peer_memory_urls:
-            env["MODELPLANE_PEER_MEMORY_URLS"] = self.peer_memory_urls
+        # The peer-memory tier: each rank's copy goes to the Redis the next node of its placement
+        # publishes (modelplane.agent.peers), unless the operator fixed the URLs.
+        peers = self.peer_memory_urls
+        if not peers and job.placement is not None:
+            published = {n.name: n.spec.labels.get(PEER_MEMORY_LABEL, "") for n in self.store.list_nodes()}
+            ranks = sorted(job.placement.assignments, key=lambda a: a.rank)
+            peers = ",".join(peer_urls([a.node for a in ranks], published, self.peer_memory_password))
+        if peers:
+            env["MODELPLANE_PEER_MEMORY_URLS"] = peers
+        if self.lineage_url:
+            env["MODELPLANE_LINEAGE_URL"] = self.lineage_url
         if self.runtime_dir is not None:
             jdir = self.runtime_dir / job.id
             jdir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +100,14 @@ class JobController(Controller):
                 beat = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue  # no heartbeat yet: the task does not use the runtime, or has not started
-            if now - float(beat.get("time", now)) > self.heartbeat_timeout:
+            silent = now - float(beat.get("time", now))
+            if beat.get("exiting"):
+                # The rank said goodbye: its exit shows in the backend's status; only a process that
+                # lingers far beyond that is treated as lost.
+                if silent > self.heartbeat_timeout + EXIT_GRACE_S:
+                    stale.append(rank)
+                continue
+            if silent > self.heartbeat_timeout:
                 stale.append(rank)
             elif int(beat.get("step", 0)) > 0 and now - float(beat.get("step_time", now)) > self.hang_timeout:
                 hung.append(rank)  # first steps (compilation, data loading) may be slow: not counted
@@ -173,9 +195,12 @@ class JobController(Controller):
             tmpl = template_for(manifest, a.pod_set)
             node = nodes.get(a.node)
             model = node.spec.accelerators.model if node and node.spec.accelerators else None
+            env = runtime_env | dict(tmpl.env)
+            if manifest.kind == "InferenceDeployment":  # a replica listens where the control plane says
+                env[SERVE_PORT_ENV] = str(_free_port())
             out.append(TaskLaunch(
                 job_id=job.id, job_name=job.name, pod_set=a.pod_set, index=a.index, rank=a.rank,
-                world_size=world, node=a.node, command=list(tmpl.command), env=runtime_env | dict(tmpl.env),
+                world_size=world, node=a.node, command=list(tmpl.command), env=env,
                 working_dir=tmpl.working_dir, devices=a.devices, gpu_milli=a.gpu_milli,
                 accelerator_model=model, master_addr="127.0.0.1", master_port=port, image=tmpl.image,
             ))
@@ -209,8 +234,10 @@ class JobController(Controller):
             return
         by_rank = {t.rank: t for t in launches}
         for st in statuses:
+            port = by_rank[st.rank].env.get(SERVE_PORT_ENV)
             self.store.put_task(job.id, st.rank, pod_set=by_rank[st.rank].pod_set, node=by_rank[st.rank].node,
-                                phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle)
+                                phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle,
+                                endpoint=f"http://127.0.0.1:{port}" if port else None)
         self._transition(job.id, JobState.RUNNING, "Started",
                                   f"{len(launches)} task(s) started by the {self.backend.name} backend",
                                   expected_version=job.resource_version)
@@ -241,6 +268,14 @@ class JobController(Controller):
             if row and (row.phase != st.phase.value or row.exit_code != st.exit_code):
                 self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
                                     exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle)
+                if job.kind == "FederatedJob" and row.pod_set != "server" and st.phase in FINISHED_PHASES \
+                        and st.phase is not TaskPhase.SUCCEEDED:
+                    self.store.add_event(job.id, "PartyLost", f"{row.pod_set} (rank {st.rank}) "
+                                         f"{st.message or f'exited with code {st.exit_code}'}; the federation goes on "
+                                         "without it", type="Warning")
+        if job.kind == "FederatedJob":
+            self._settle_federation(job, statuses, rows)
+            return
         silent, hung = self._stale_heartbeats(job, [s.rank for s in statuses if s.phase is TaskPhase.RUNNING])
         if silent or hung:
             self.backend.stop(job.id, self.stop_grace)
@@ -269,6 +304,32 @@ class JobController(Controller):
         elif statuses and all(s.phase is TaskPhase.SUCCEEDED for s in statuses):
             self._transition(job.id, JobState.SUCCEEDED, "Completed",
                                       f"all {len(statuses)} task(s) exited 0", expected_version=job.resource_version)
+
+    def _settle_federation(self, job: JobRecord, statuses: list[TaskStatus], rows: dict[int, Any]) -> None:
+        """A federation survives the loss of parties (secure aggregation completes the round without
+        them): the server task alone decides the job. When it finishes, the parties still running
+        are stopped; a lost server is recovered like any lost task."""
+        server = [s for s in statuses if rows.get(s.rank) is not None and rows[s.rank].pod_set == "server"]
+        if not server:
+            return
+        st = server[0]
+        if st.phase is TaskPhase.SUCCEEDED:
+            self.backend.stop(job.id, self.stop_grace)
+            parties = [s for s in statuses if s is not st]
+            done = sum(s.phase is TaskPhase.SUCCEEDED for s in parties)
+            self._transition(job.id, JobState.SUCCEEDED, "Completed",
+                             f"the server finished; {done} of {len(parties)} parties to the end",
+                             expected_version=job.resource_version)
+        elif st.phase is TaskPhase.FAILED:
+            self.backend.stop(job.id, self.stop_grace)
+            self._transition(job.id, JobState.FAILED, "TaskFailed",
+                             f"the federation server (rank {st.rank}) failed: "
+                             f"{st.message or f'exit code {st.exit_code}'}", expected_version=job.resource_version)
+        elif st.phase is TaskPhase.LOST:
+            self.backend.stop(job.id, self.stop_grace)
+            self._transition(job.id, JobState.RECOVERING, "TaskLost",
+                             f"the federation server (rank {st.rank}) vanished without an exit code",
+                             expected_version=job.resource_version)
 
     def _record_final(self, job: JobRecord) -> None:
         rows = self.store.list_tasks(job.id)

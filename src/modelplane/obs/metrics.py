@@ -37,6 +37,18 @@ TRANSITIONS = Counter("modelplane_job_transitions_total", "job state transitions
 MIGRATIONS = Counter("modelplane_migrations_total", "jobs moved off a lost or drained node", registry=REGISTRY)
 LAUNCH_SECONDS = Histogram("modelplane_backend_launch_seconds", "time for a backend to launch a job's tasks",
                            ["backend"], registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
+SCALING_DECISIONS = Counter("modelplane_deployment_scaling_decisions_total", "replica count changes decided by "
+                            "the autoscaler", ["deployment", "direction"], registry=REGISTRY)
+GATEWAY_REQUESTS = Counter("modelplane_gateway_requests_total", "inference requests through the API gateway",
+                           ["deployment", "code"], registry=REGISTRY)
+
+NODE_DRAINS = Counter("modelplane_node_drains_total", "nodes put into Draining, by reason (Drained by an "
+                      "operator, SpotInterruption from a node agent)", ["reason"], registry=REGISTRY)
+SPOT_NOTICES = Counter("modelplane_spot_interruption_notices_total", "interruption notices a node agent read "
+                       "from its cloud's metadata service", ["provider"], registry=REGISTRY)
+PEER_MEMORY_RESTARTS = Counter("modelplane_peer_memory_restarts_total", "peer-memory redis-server processes a "
+                               "node agent found dead (or silent) and started again", registry=REGISTRY)
+
 
 
 WORKLOAD_KINDS = ("TrainingJob", "InferenceDeployment", "Pipeline", "FederatedJob")
@@ -125,6 +137,22 @@ class StoreCollector(Collector):
                 for model in models:
                     fams[kind].add_metric([name, model], values.get(model, 0) / 1000)
         yield from fams.values()
+
+        # Inference deployments, from the controller's status: the same truth in every process.
+        replicas = GaugeMetricFamily("modelplane_deployment_replicas", "replicas of an inference deployment: "
+                                     "desired (the autoscaler's answer) and ready (serving)",
+                                     labels=["deployment", "kind"])
+        in_flight = GaugeMetricFamily("modelplane_deployment_requests", "requests at a deployment's gateway: "
+                                      "in flight to replicas and waiting, as the autoscaler last saw them",
+                                      labels=["deployment", "state"])
+        for d in self.store.list_deployments():
+            replicas.add_metric([d.name, "desired"], d.desired)
+            replicas.add_metric([d.name, "ready"], int(d.status.get("ready", 0)))
+            seen = d.status.get("observed") or {}
+            in_flight.add_metric([d.name, "in_flight"], float(seen.get("inFlight", 0.0)))
+            in_flight.add_metric([d.name, "waiting"], float(seen.get("waiting", 0.0)))
+        yield replicas
+        yield in_flight
 
 
 def install_store_collector(store: Store) -> CollectorRegistry:

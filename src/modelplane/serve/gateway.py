@@ -105,6 +105,10 @@ class Gateway:
     def deployments(self) -> list[str]:
         return sorted(self._deployments)
 
+    def latency_s(self, name: str) -> float:
+        """The moving average of replica answer times (what Retry-After is computed from)."""
+        return self._get(name).latency_ewma_s
+
     def _get(self, name: str) -> _Deployment:
         dep = self._deployments.get(name)
         if dep is None:

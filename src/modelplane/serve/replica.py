@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-name", required=True)
     p.add_argument("--model-path", required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=None,
+                   help="default: $MODELPLANE_PORT (the control plane picks it), else 8000")
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     p.add_argument("--max-queue-rows", type=int, default=1024)
@@ -182,7 +183,20 @@ def main(argv: list[str] | None = None) -> None:
         BatchingConfig(a.max_batch_size, a.max_queue_delay_ms / 1000.0, max(a.max_queue_rows, a.max_batch_size)),
         a.threads,
     )
-    serve_replica(cfg, host=a.host, port=a.port)
+    port = a.port if a.port is not None else _env_port()
+    serve_replica(cfg, host=a.host, port=port)
+
+
+def _env_port() -> int:
+    """The port the job controller chose for this task and recorded as its endpoint."""
+    import os
+    import sys
+
+    text = os.environ.get("MODELPLANE_PORT", "8000")
+    try:
+        return int(text)
+    except ValueError:
+        sys.exit(f"error: MODELPLANE_PORT={text!r} is not a port number (pass --port or unset it)")
 
 
 if __name__ == "__main__":

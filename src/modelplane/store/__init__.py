@@ -1,5 +1,13 @@
 """The state store: SQLAlchemy 2 over SQLite (embedded default) or PostgreSQL, with Alembic migrations."""
 
-from modelplane.store.repository import EventRecord, JobRecord, NodeRecord, QueueRecord, Store, TaskRecord
+from modelplane.store.repository import (
+    DeploymentRecord,
+    EventRecord,
+    JobRecord,
+    NodeRecord,
+    QueueRecord,
+    Store,
+    TaskRecord,
+)
 
-__all__ = ["EventRecord", "JobRecord", "NodeRecord", "QueueRecord", "Store", "TaskRecord"]
+__all__ = ["DeploymentRecord", "EventRecord", "JobRecord", "NodeRecord", "QueueRecord", "Store", "TaskRecord"]

@@ -162,6 +162,7 @@ class TaskRecord:
     message: str
     handle: str
     updated_at: float
+    endpoint: str = ""  # where a serving task answers (http://host:port); empty for other tasks
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,7 +172,56 @@ class TaskRecord:
             "phase": self.phase,
             "exitCode": self.exit_code,
             "message": self.message,
+            "endpoint": self.endpoint,
         }
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """An InferenceDeployment: the user's manifest, the desired replica count, the controller's
+    status (replicas, endpoints, decisions) and the gateway's latest load sample."""
+
+    name: str
+    team: str
+    queue: str
+    manifest_doc: dict[str, Any]
+    desired: int
+    status: dict[str, Any]
+    load: dict[str, Any]
+    load_at: float | None
+    deleting: bool
+    created_at: float
+    updated_at: float
+    resource_version: int
+
+    @property
+    def manifest(self) -> Manifest:
+        return parse_manifest(self.manifest_doc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "InferenceDeployment",
+            "team": self.team,
+            "queue": self.queue,
+            "model": self.manifest_doc.get("spec", {}).get("model", ""),
+            "desired": self.desired,
+            "ready": int(self.status.get("ready", 0)),
+            "state": "Deleting" if self.deleting else str(self.status.get("phase", "Pending")),
+            "status": self.status,
+            "load": self.load,
+            "loadAt": self.load_at,
+            "deleting": self.deleting,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "resourceVersion": self.resource_version,
+            "manifest": self.manifest_doc,
+        }
+
+
+def _deployment_from_row(r: Any) -> DeploymentRecord:
+    return DeploymentRecord(r.name, r.team, r.queue, r.manifest, r.desired, dict(r.status or {}), dict(r.load or {}),
+                            r.load_at, bool(r.deleting), r.created_at, r.updated_at, r.resource_version)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -531,10 +581,14 @@ class Store:
     # -- tasks ------------------------------------------------------------------------------------
 
     def put_task(self, job_id: str, rank: int, *, pod_set: str, node: str, phase: str,
-                 exit_code: int | None = None, message: str = "", handle: str = "") -> None:
+                 exit_code: int | None = None, message: str = "", handle: str = "",
+                 endpoint: str | None = None) -> None:
+        """``endpoint`` None keeps the stored one (a serving task's URL is set once, at launch)."""
         now = self.clock()
-        values = dict(pod_set=pod_set, node=node, phase=phase, exit_code=exit_code, message=message,
-                      handle=handle, updated_at=now)
+        values: dict[str, Any] = dict(pod_set=pod_set, node=node, phase=phase, exit_code=exit_code,
+                                      message=message, handle=handle, updated_at=now)
+        if endpoint is not None:
+            values["endpoint"] = endpoint
         with self._tx() as c:
             res = c.execute(update(t.tasks).where(and_(t.tasks.c.job_id == job_id, t.tasks.c.rank == rank))
                             .values(**values))
@@ -545,8 +599,82 @@ class Store:
         with self._tx() as c:
             rows = c.execute(select(t.tasks).where(t.tasks.c.job_id == job_id).order_by(t.tasks.c.rank)).all()
         return [TaskRecord(r.job_id, r.rank, r.pod_set, r.node, r.phase, r.exit_code, r.message, r.handle,
-                           r.updated_at) for r in rows]
+                           r.updated_at, r.endpoint or "") for r in rows]
 
     def clear_tasks(self, job_id: str) -> None:
         with self._tx() as c:
             c.execute(delete(t.tasks).where(t.tasks.c.job_id == job_id))
+
+    # -- deployments ------------------------------------------------------------------------------
+
+    def create_deployment(self, doc: dict[str, Any]) -> DeploymentRecord:
+        """Store an InferenceDeployment manifest; its controller creates the replica jobs."""
+        manifest = parse_manifest(doc)
+        if manifest.kind != "InferenceDeployment":
+            raise InvalidSpec(f"kind {manifest.kind!r} is not a deployment", hint="use kind: InferenceDeployment",
+                              field="kind")
+        spec: Any = manifest.spec
+        now = self.clock()
+        values = dict(name=manifest.metadata.name, team=manifest.metadata.team, queue=spec.queue, manifest=doc,
+                      desired=int(spec.replicas), status={"phase": "Pending", "ready": 0, "decisions": []},
+                      load={}, load_at=None, deleting=False, created_at=now, updated_at=now, resource_version=1)
+        try:
+            with self._tx() as c:
+                if c.execute(select(t.queues.c.name).where(t.queues.c.name == spec.queue)).first() is None:
+                    raise NotFound(f"queue {spec.queue!r} does not exist",
+                                   hint="list queues with 'modelplane get queues' or create it in the cluster file",
+                                   field="spec.queue")
+                if c.execute(select(t.jobs.c.id).where(t.jobs.c.name == manifest.metadata.name)).first():
+                    raise Conflict(f"a job named {manifest.metadata.name!r} already exists",
+                                   hint="choose another metadata.name", field="metadata.name")
+                c.execute(insert(t.deployments).values(**values))
+        except IntegrityError:
+            raise Conflict(f"a deployment named {manifest.metadata.name!r} already exists",
+                           hint="choose another metadata.name, or delete the old deployment first",
+                           field="metadata.name") from None
+        return _deployment_from_row(SimpleNamespace(**values))
+
+    def get_deployment(self, name: str) -> DeploymentRecord:
+        with self._tx() as c:
+            row = c.execute(select(t.deployments).where(t.deployments.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"deployment {name!r} does not exist",
+                           hint="list deployments with 'modelplane get deployments'")
+        return _deployment_from_row(row)
+
+    def list_deployments(self, *, team: str | None = None) -> list[DeploymentRecord]:
+        q = select(t.deployments).order_by(t.deployments.c.created_at, t.deployments.c.name)
+        if team:
+            q = q.where(t.deployments.c.team == team)
+        with self._tx() as c:
+            rows = c.execute(q).all()
+        return [_deployment_from_row(r) for r in rows]
+
+    def update_deployment(self, name: str, *, expected_version: int | None = None, desired: int | None = None,
+                          status: dict[str, Any] | None = None, deleting: bool | None = None,
+                          manifest: dict[str, Any] | None = None) -> DeploymentRecord:
+        """The controller's and the user's writes (versioned); the gateway's load goes through
+        ``report_deployment_load``, which never conflicts with them."""
+        values: dict[str, Any] = {"updated_at": self.clock()}
+        for key, value in (("desired", desired), ("status", status), ("deleting", deleting),
+                           ("manifest", manifest)):
+            if value is not None:
+                values[key] = value
+        with self._tx() as c:
+            row = c.execute(select(t.deployments).where(t.deployments.c.name == name)).first()
+            if row is None:
+                raise NotFound(f"deployment {name!r} does not exist",
+                               hint="list deployments with 'modelplane get deployments'")
+            self._versioned_update(c, t.deployments, t.deployments.c.name == name, row.resource_version,
+                                   expected_version, f"deployment {name!r}", **values)
+        return self.get_deployment(name)
+
+    def report_deployment_load(self, name: str, load: dict[str, Any]) -> None:
+        """The gateway's latest sample (unversioned: last writer wins, a newer sample replaces an older)."""
+        with self._tx() as c:
+            c.execute(update(t.deployments).where(t.deployments.c.name == name)
+                      .values(load=load, load_at=self.clock()))
+
+    def delete_deployment(self, name: str) -> None:
+        with self._tx() as c:
+            c.execute(delete(t.deployments).where(t.deployments.c.name == name))

@@ -84,6 +84,25 @@ tasks = Table(
     Column("message", Text, nullable=False),
     Column("handle", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("endpoint", String(255), nullable=False, server_default=""),  # 0003: a serving task's URL
+)
+
+# 0003: an InferenceDeployment is a parent object; its replicas are single-task child jobs.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("team", String(63), nullable=False),
+    Column("queue", String(63), nullable=False),
+    Column("manifest", JSON, nullable=False),
+    Column("desired", Integer, nullable=False),
+    Column("status", JSON, nullable=False),  # the controller's: replicas, endpoints, decisions
+    Column("load", JSON, nullable=False),  # the gateway's: in flight, waiting, per-replica outstanding
+    Column("load_at", Float, nullable=True),
+    Column("deleting", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resource_version", Integer, nullable=False),
 )
 
 # Retired: the foundation's bearer tokens, replaced by security/identity (API keys, access tokens).

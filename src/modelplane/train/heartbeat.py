@@ -74,10 +74,16 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the beats with a last record saying the process is exiting: what it still does after
+        its final beat (leaving the process group, writing results, interpreter teardown) can take
+        seconds on a loaded machine, and must not read as a dead rank."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        with self._lock:
+            self.info["exiting"] = True
+            self.emit(self._record())
 
 
 class FileHeartbeat(Heartbeat):

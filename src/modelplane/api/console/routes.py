@@ -23,7 +23,7 @@ from modelplane.api.routes import audit as audit_routes
 from modelplane.api.routes import jobs as job_routes
 from modelplane.api.routes.queues import queue_views
 from modelplane.api.security import ApiSecurity, audit_public, guard, request_context, source_ip, team_scope
-from modelplane.core.errors import InvalidSpec
+from modelplane.core.errors import InvalidSpec, ModelplaneError
 from modelplane.core.job import ACTIVE, TERMINAL, JobState
 from modelplane.security.errors import AuthenticationFailed
 
@@ -33,6 +33,7 @@ templates.env.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time
 State = Annotated[AppState, Depends(get_state)]
 Team = Annotated[str | None, Depends(team_scope)]
 LOG_TAIL = 64 * 1024
+LINEAGE_NODES = 200  # per direction: a page, not a dump; the CLI and API give more
 
 pages = APIRouter(prefix=PREFIX, dependencies=[Depends(guard)], include_in_schema=False)
 public = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -204,10 +205,42 @@ def audit_verify(request: Request) -> HTMLResponse:
     return render(request, "_verify.html", report=audit_routes.verify(_sec(request)))
 
 
+@pages.get("/lineage")
+def lineage(request: Request, q: str = "", kind: str = "", name: str = "", namespace: str = "",
+            depth: str = "3") -> HTMLResponse:
+    """Search the lineage graph; for one dataset or model, its upstream and downstream as trees."""
+    from modelplane.api.routes.lineage import lineage_of, node_view, walk_view
+    from modelplane.data.lineage import NODE_KINDS
+    from modelplane.data.lineage_tree import walk_tree
+
+    ctx: dict[str, Any] = {"q": q, "kind": kind, "node_name": name, "namespace": namespace, "depth": depth,
+                           "kinds": NODE_KINDS, "results": None, "node": None, "trees": []}
+    try:
+        store = lineage_of(request)
+        if name and kind:
+            hops = int(depth) if depth.strip().isdigit() else -1
+            start = store.locate(kind, name, namespace or None)
+            ctx["node"] = node_view(start)
+            for direction in ("upstream", "downstream"):
+                hits = store.walk(start.id, direction, depth=hops, limit=LINEAGE_NODES)
+                view = walk_view(store, start, direction, hits, hops, edges=True)
+                ctx["trees"].append((direction, walk_tree(view["node"], view["items"], view["edges"], direction),
+                                     len(hits) >= LINEAGE_NODES))
+        elif q or kind:
+            ctx["results"] = [node_view(n) for n in store.search(kind=kind or None, name=q or None, limit=100)]
+    except ModelplaneError as exc:
+        return render(request, "lineage.html", exc.status_code, error=exc, **ctx)
+    return render(request, "lineage.html", **ctx)
+
+
 def mount_console(app: FastAPI) -> None:
     """Add the console to the API app (call after its other middleware: the session one must be outermost)."""
     app.state.console_sessions = SessionStore()
+    # Their pages join `pages` when imported, so they must be imported before it is included.
+    from modelplane.api.console import cost_page, deployments_page, utilization_page  # noqa: F401
+
     app.include_router(public)
     app.include_router(pages)
+    utilization_page.install(app)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
     app.add_middleware(ConsoleSessions, sessions=app.state.console_sessions)

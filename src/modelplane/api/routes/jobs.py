@@ -40,6 +40,15 @@ def apply_job(
     Applying the very same manifest again is a no-op (200); a different job with a taken name is 409."""
     store = state.store
     manifest = parse_manifest(doc)
+    labels = manifest.metadata.labels
+    if manifest.kind == "InferenceDeployment" and "modelplane.io/deployment" not in labels:
+        # A deployment is a parent object whose controller creates one job per replica.
+        from modelplane.api.routes.deployments import create_deployment
+
+        out = create_deployment(state, doc)
+        if out.get("unchanged"):
+            response.status_code = 200
+        return out
     try:
         existing = store.get_job(manifest.metadata.name)
     except NotFound:
