@@ -75,7 +75,7 @@ class ModelVersion:
         return cls(**d)
 
 
-LineageHook = Callable[[ModelVersion], None]
+LineageHook = Callable[[ModelVersion], object]  # what a hook returns is ignored
 
 
 class ModelRegistry:

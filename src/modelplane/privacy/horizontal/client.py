@@ -26,6 +26,7 @@ from pathlib import Path
 
 from modelplane.privacy.errors import PrivacyError
 from modelplane.privacy.horizontal.data import read_shard
+from modelplane.privacy.horizontal.procs import stop_process
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -113,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"party {a.party}: run finished", flush=True)
         return 0
     finally:
-        if proc.poll() is None:  # its SuperExec and ClientApp follow it (they watch their parent's pid)
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.privacy.errors import PrivacyError
+from modelplane.privacy.horizontal.procs import stop_process
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 
@@ -180,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        if superlink.poll() is None:  # its SuperExec and ServerApp follow it (they watch their parent's pid)
-            superlink.terminate()
-            try:
-                superlink.wait(10)
-            except subprocess.TimeoutExpired:
-                superlink.kill()
-                superlink.wait()
+        stop_process(superlink)
         shutil.rmtree(home, ignore_errors=True)
 
 
