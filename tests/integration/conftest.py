@@ -97,3 +97,25 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s = make_server(tmp_path).start()
     yield s
     s.stop()
+
+
+def start_api_process(server: Server, timeout: float = 60) -> subprocess.Popen[bytes]:
+    """``modelplane api`` alone (no controllers) on the server's port, once it answers /healthz."""
+    api = subprocess.Popen([sys.executable, "-m", "modelplane", "api", "--cluster",
+                            str(REPO / "examples" / "cluster.yaml"), "--port", str(server.port)],
+                           cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return api
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    api.kill()
+    raise RuntimeError("modelplane api did not answer within the timeout")
+
+
+def start_controller(server: Server, name: str) -> subprocess.Popen[bytes]:
+    """``modelplane run-controller NAME`` against the server's database."""
+    return subprocess.Popen([sys.executable, "-m", "modelplane", "run-controller", name], cwd=REPO,
+                            env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -4,16 +4,14 @@ process; replica lists and load samples travel through the database."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
-import httpx
 import numpy as np
 import pytest
 import yaml
 
 from tests.conftest import fresh_postgres_url
-from tests.integration.conftest import REPO, make_server
+from tests.integration.conftest import make_server, start_api_process, start_controller
 from tests.integration.test_deployment_live import EXAMPLE, MODEL, _kill, _replica_pids
 
 pytestmark = pytest.mark.integration
@@ -23,22 +21,11 @@ def test_a_deployment_served_by_an_api_process_and_separate_controllers(tmp_path
     import onnxruntime as ort
 
     server = make_server(tmp_path, fresh_postgres_url(postgres_server))
-    api = subprocess.Popen([sys.executable, "-m", "modelplane", "api", "--cluster",
-                            str(REPO / "examples" / "cluster.yaml"), "--port", str(server.port)],
-                           cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    api = start_api_process(server)
     controllers: list[subprocess.Popen[bytes]] = []
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         for name in ("scheduler", "jobs", "node-agent", "deployments"):
-            controllers.append(subprocess.Popen([sys.executable, "-m", "modelplane", "run-controller", name],
-                                                cwd=REPO, env=server.env, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.STDOUT))
+            controllers.append(start_controller(server, name))
         doc = yaml.safe_load(EXAMPLE.read_text())
         doc["spec"]["model"] = str(MODEL)  # a file this time: no registry needed
         doc["spec"].pop("autoscaling")

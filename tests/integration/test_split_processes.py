@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
 from tests.conftest import fresh_postgres_url
-from tests.integration.conftest import REPO, make_server
+from tests.integration.conftest import REPO, make_server, start_api_process, start_controller
 
 pytestmark = pytest.mark.integration
 
 
 def test_api_and_controllers_as_separate_processes(tmp_path, postgres_server):
     server = make_server(tmp_path, fresh_postgres_url(postgres_server))
-    api = subprocess.Popen([sys.executable, "-m", "modelplane", "api", "--cluster",
-                            str(REPO / "examples" / "cluster.yaml"), "--port", str(server.port)],
-                           cwd=REPO, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    api = start_api_process(server)
     controllers: list[subprocess.Popen[bytes]] = []
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         # Without controllers a job is accepted but nothing runs it.
         r = server.cli("apply", "-f", str(REPO / "examples" / "pipeline.yaml"))
         assert r.returncode == 0, r.stderr
@@ -36,9 +25,7 @@ def test_api_and_controllers_as_separate_processes(tmp_path, postgres_server):
         with server.client() as c:
             assert c.get("/jobs/features-daily").json()["state"] == "Pending"
         for name in ("scheduler", "jobs", "node-agent", "node-health"):
-            controllers.append(subprocess.Popen([sys.executable, "-m", "modelplane", "run-controller", name],
-                                                cwd=REPO, env=server.env, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.STDOUT))
+            controllers.append(start_controller(server, name))
         with server.client() as c:
             deadline = time.time() + 240
             while time.time() < deadline:
