@@ -7,8 +7,10 @@ pending), finish some running work at random. After every round:
 * quota never exceeded beyond the borrowing rules, for any queue that gained usage;
 * gangs all-or-nothing: a placement has every task of its workload, ranks 0..n-1;
 * every assignment passes every hard filter (required affinity, selector, taints, TEE, model, state);
-* preemption only of running work of strictly lower priority than a pending beneficiary;
-* over all rounds, the "X preempted Y" graph has no cycle.
+* preemption only of running work of strictly lower priority than a pending beneficiary, or, as a
+  reclaim, of work whose queue borrows in the cohort of a beneficiary whose queue stays within its
+  nominal quota (whatever the priorities);
+* over all rounds, the "X preempted Y by priority" graph has no cycle.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ MODELS = ("NVIDIA-A100", "AMD-MI250")
 TAINT = Taint(key="dedicated", value="x", effect=TaintEffect.NO_SCHEDULE)
 ZONE_A = affinity({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
     {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})
-BENEFICIARY = re.compile(r"^preempted for .* \((?P<id>[^,]+), priority (?P<prio>-?\d+) > (?P<vprio>-?\d+)\)")
+BENEFICIARY = re.compile(r"^preempted for .* \((?P<id>[^,]+), priority (?P<prio>-?\d+) (?P<op>>|<=) (?P<vprio>-?\d+)\): (?P<rule>.*)$")
 
 
 @st.composite
@@ -148,8 +150,30 @@ def check_round(inp: SchedulingInput, r: SchedulingResult, edges: set[tuple[str,
         m = BENEFICIARY.match(pre.reason)
         assert m is not None, pre.reason
         beneficiary = pending[m.group("id")]
-        assert running[pre.job_id].workload.priority < beneficiary.priority
-        edges.add((beneficiary.job_id, pre.job_id))
+        victim = running[pre.job_id].workload
+        if victim.priority < beneficiary.priority:
+            edges.add((beneficiary.job_id, pre.job_id))
+            continue
+        if m.group("rule").startswith("aging"):
+            # A starving beneficiary takes from work submitted after it: a strict order, no cycle.
+            assert (victim.created_at, victim.job_id) > (beneficiary.created_at, beneficiary.job_id), pre.reason
+            continue
+        # Otherwise only a reclaim, from a borrowing queue of the beneficiary's cohort, for a
+        # beneficiary whose queue stays within its nominal quota with it admitted.
+        assert m.group("rule").startswith("reclaim"), pre.reason
+        bq, vq = inp.queues[beneficiary.queue], inp.queues[victim.queue]
+        assert bq.cohort and bq.cohort == vq.cohort and victim.queue != beneficiary.queue
+        # Bounds on the round's own book: usage only grows by this round's placements and only
+        # shrinks by this round's victims.
+        grown, shrunk = QuotaBook(inp.queues), QuotaBook(inp.queues)
+        for x in inp.running:
+            grown.charge(x.workload.queue, x.placement, nodes)
+            if x.workload.job_id not in victims:
+                shrunk.charge(x.workload.queue, x.placement, nodes)
+        for p in r.placements:
+            grown.charge(pending[p.job_id].queue, p, nodes)
+        assert any(grown.borrowing(victim.queue, k) for k in grown.usage.get(victim.queue, {})), pre.reason
+        assert any(shrunk.within_nominal(beneficiary.queue, mdl, beneficiary.total_gpu_milli) for mdl in MODELS)
 
 
 def has_cycle(edges: set[tuple[str, str]]) -> bool:
@@ -176,7 +200,13 @@ def test_invariants_hold_round_after_round(data: st.DataObject, name: str) -> No
     queues = data.draw(queues_st())
     n_jobs = data.draw(st.integers(1, 12))
     pending = [data.draw(workload_st(f"j{i}", len(queues))) for i in range(n_jobs)]
-    scheduler = create_scheduler(name) if name == "first-fit" else create_scheduler(name, scorer="bestfit")
+    if name == "first-fit":
+        scheduler = create_scheduler(name)
+    else:
+        # A short starvation threshold now and then, so that aging (reservations, preemption of
+        # work submitted later) happens within the few rounds of an example.
+        starvation = data.draw(st.sampled_from((None, 12 * 3600.0, 15.0)), label="starvation_s")
+        scheduler = create_scheduler(name, scorer="bestfit", starvation_s=starvation)
     running: dict[str, RunningWorkload] = {}
     edges: set[tuple[str, str]] = set()
     now = 0.0
@@ -188,6 +218,7 @@ def test_invariants_hold_round_after_round(data: st.DataObject, name: str) -> No
         event(f"round has preemptions: {bool(r.preemptions)}")
         event(f"round has placements: {bool(r.placements)}")
         event(f"round has quota refusals: {any('quota' in v for v in r.pending_reasons.values())}")
+        event(f"round has aging or reclaim preemptions: {any(' <= ' in p.reason for p in r.preemptions)}")
         by_id = {w.job_id: w for w in pending}
         preempted = {p.job_id for p in r.preemptions}
         for job in sorted(preempted):

@@ -4,7 +4,9 @@ Higher runs first. The parts, each bounded so that no one term swamps the others
 
 * task type: inference 300 (user-facing latency), training 200, federated 200, pipeline 100;
 * size: large jobs lose a little (log2 of GPU-hours, up to -60), so that a flood of small jobs
-  does not wait behind one giant run and a giant run is not starved forever (aging is the queue's job);
+  does not wait behind one giant run; a giant run is not starved forever because the scheduler
+  ages it: past ``PolicyOptions.starvation_s`` pending it goes first, holds a reservation and may
+  preempt work of no higher priority submitted after it (``scheduler/policy.py``);
 * deadline: up to +200 as the deadline nears (full bonus within one hour; none beyond a week);
 * the queue's own priority and an explicit ``spec.priority`` override everything.
 

@@ -8,8 +8,11 @@ the head would fit, and the nodes it would then use. A later workload may start 
 * it does not touch the reserved nodes, or
 * it has a runtime estimate and ends before the reservation starts,
 
-so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). Only one
+so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). One such
 reservation is made per round, as in EASY; the head is placed as soon as its resources are free.
+Workloads past the policy's starvation threshold each get a reservation of their own as well, on
+nodes no other reservation holds (conservative backfill for them), so that a large job passed
+over again and again gets a guaranteed start time.
 """
 
 from __future__ import annotations
@@ -38,39 +41,103 @@ def estimated_end(started_at: float, estimated_duration_s: float | None) -> floa
 
 
 def reserve(placer: Placer, head: Workload, models: Collection[str] | None,
-            holding: Sequence[tuple[float, Placement]]) -> Reservation | None:
+            holding: Sequence[tuple[float, Placement]], exclude: Collection[int] | None = None) -> Reservation | None:
     """The head's reservation, or None when it would not fit even on an empty pool.
 
-    ``holding`` lists (estimated end, placement) of everything holding resources. The pool is left
-    exactly as it was.
+    ``holding`` lists (estimated end, placement) of everything holding resources; ``exclude`` the
+    nodes of earlier reservations (never shared). The pool is left exactly as it was.
     """
     pool = placer.pool
-    releases = sorted(holding, key=lambda e: e[0])
+    groups: list[tuple[float, list[Placement]]] = []
+    for t, p in sorted(holding, key=lambda e: e[0]):
+        if groups and groups[-1][0] == t:
+            groups[-1][1].append(p)
+        else:
+            groups.append((t, [p]))
     allowed = list(pool.models) if models is None else [m for m in pool.models if m in models]
     need = whole_demand(head)
-    released: list[Placement] = []
-    found: Reservation | None = None
-    tries = 0
-    i = 0
-    try:
-        while i < len(releases):
-            t = releases[i][0]
-            while i < len(releases) and releases[i][0] == t:
-                pool.give_back_placement(releases[i][1])
-                released.append(releases[i][1])
-                i += 1
-            if need and pool.total_whole_free(allowed) < need:
-                continue
-            # Past MAX_TRIES, only try again at the last release: bounded work per round.
-            if tries >= MAX_TRIES and i < len(releases):
-                continue
-            tries += 1
-            p = placer.place(head, models)
-            if p is not None:
+    k = 0  # groups released so far
+
+    def move_to(target: int) -> None:
+        nonlocal k
+        while k < target:
+            for p in groups[k][1]:
                 pool.give_back_placement(p)
-                found = Reservation(head.job_id, head.name, t, frozenset(pool.index[a.node] for a in p.assignments))
-                break
+            k += 1
+        while k > target:
+            k -= 1
+            for p in reversed(groups[k][1]):
+                pool.take_placement(p)
+
+    def attempt() -> frozenset[int] | None:
+        p = placer.place(head, models, exclude=exclude)
+        if p is None:
+            return None
+        pool.give_back_placement(p)
+        return frozenset(pool.index[a.node] for a in p.assignments)
+
+    if not groups:
+        return None  # nothing will ever end: the head does not fit (or needs no reservation)
+    try:
+        # Cheap necessary condition first: enough whole devices free in all.
+        move_to(1)
+        lo = 1
+        if need:
+            while lo <= len(groups) and pool.total_whole_free(allowed) < need:
+                if lo == len(groups):
+                    return None
+                move_to(lo + 1)
+                lo += 1
+        # Room only grows as workloads end, so the earliest fit is found by bisection over the
+        # release times: a few placement attempts however many workloads hold the pool.
+        move_to(len(groups))
+        if attempt() is None:
+            return None
+        hi = len(groups)  # fits with ``hi`` groups released
+        tries = 0
+        while lo < hi and tries < MAX_TRIES:
+            mid = (lo + hi) // 2
+            move_to(mid)
+            tries += 1
+            if attempt() is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        move_to(hi)
+        nodes = attempt()
+        assert nodes is not None
+        return Reservation(head.job_id, head.name, groups[hi - 1][0], nodes)
     finally:
-        for p in reversed(released):
-            pool.take_placement(p)
-    return found
+        move_to(0)
+
+
+class Reservations:
+    """The round's reservations: EASY's one for the blocked head, plus one per starving workload.
+
+    A workload may start now only off every reserved node, or, with a runtime estimate, when it
+    ends before the earliest reservation starts.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Reservation] = []
+        self.nodes: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def add(self, r: Reservation | None) -> Reservation | None:
+        if r is not None:
+            self.items.append(r)
+            self.nodes = self.nodes | r.nodes
+        return r
+
+    @property
+    def first(self) -> Reservation:
+        return self.items[0]
+
+    @property
+    def start(self) -> float:
+        return min(r.start for r in self.items)
+
+    def of(self, job_id: str) -> Reservation | None:
+        return next((r for r in self.items if r.job_id == job_id), None)

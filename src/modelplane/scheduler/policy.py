@@ -5,41 +5,61 @@ One round, over a snapshot (``SchedulingInput``), never touching the clock or th
 1. **Order.** ``fair`` (default): queues take turns by weighted dominant share (see ``quota.py``),
    each queue's workloads by priority, then submission time. ``priority``: all pending by priority,
    then submission time. ``fifo``: by submission time only. ``sjf``: shortest runtime estimate
-   first (unknown estimates last), for SJF/SRTF-style baselines.
+   first (unknown estimates last), for SJF/SRTF-style baselines. On top of that, in this order:
+   workloads that preempted last round (their victims' room is theirs), then *starving*
+   workloads (pending ``starvation_s`` or more since submission; oldest first), then the rest,
+   where, for ``fair`` and ``priority``, workloads their queue can admit within its nominal
+   quota go before those that would have to borrow (Kueue's rule; it also keeps a reclaim from
+   being undone by the next borrower).
 2. **Admission.** The workload's queue must have quota for its whole accelerator demand on some
    model (``quota.py``: nominal quota, cohort borrowing within limits); placement then only uses
    the admitted models. Quota refusals never block the workloads behind.
 3. **Placement** (``placement.py``): filters, then scores; gangs all-or-nothing, topology-aware.
 4. **Backfill** (``backfill.py``): the first workload that finds no room gets an EASY reservation;
-   the others start only where they cannot delay it. Without backfill, ``strict_fifo`` makes a
-   blocked head stop every workload behind it (classic FIFO); otherwise they are tried greedily.
+   the others start only where they cannot delay it. Every starving workload gets a reservation
+   too (even while its queue waits on the cohort for quota), so a large job is no longer passed
+   over forever by smaller ones: it has a guaranteed start time. Without backfill,
+   ``strict_fifo`` makes a blocked head stop every workload behind it (classic FIFO); otherwise
+   they are tried greedily.
 5. **Preemption** (``preemption.py``): blocked workloads (by room, or by reclaimable quota) may
-   preempt strictly lower-priority work under the rules given there; no cycles are possible.
+   preempt strictly lower-priority work under the rules given there, and reclaim their queue's
+   nominal quota from borrowers of the cohort whatever their priority; a starving workload may
+   also preempt work of no higher priority submitted after it (aging); no cycles are possible.
+
 6. **Why pending** (``explain.py``): every workload not placed gets a one-line reason.
 
+Aging, in short: the effective order is (nominated, starving by age, the policy's order); the
+starvation threshold bounds how long the priority and fair-share order may pass a workload over.
+On philly-2017 (benchmarks/philly_queues.py, default window) 10 h keeps the max wait under FIFO's
+while the mean stays about a quarter of FIFO's; the max is sensitive to the threshold (7 h, 12 h
+and 18 h each measured 3-17% over FIFO's max on that window).
+
 Priority is ``Workload.priority`` (``core/priority.py``: task type, size, deadline, queue priority),
-higher first. Queue kinds: ``training`` runs are reserved (never preempted by lower or equal
-priority, nor by other queues while within quota); ``inference`` is elastic (replicas are placed
+higher first. Queue kinds: ``training`` runs are reserved (while within quota, never preempted
+by lower priority, nor by other queues; equal priority only through aging, by a starving job of
+the same queue submitted earlier; a run on borrowed quota is reclaimed whatever its priority);
+``inference`` is elastic (replicas are placed
 like any workload; scaling is the autoscaler's job); ``batch`` is preemptible by the other kinds.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelplane.core.node import Node
 from modelplane.core.placement import Placement
 from modelplane.core.workload import TaskRequest, Workload
-from modelplane.scheduler.backfill import Reservation, estimated_end, reserve
+from modelplane.scheduler.backfill import Reservation, Reservations, estimated_end, reserve
 from modelplane.scheduler.explain import Explainer
 from modelplane.scheduler.filters import Eligibility
 from modelplane.scheduler.interface import Preemption, SchedulingInput, SchedulingResult
 from modelplane.scheduler.placement import PlacementOptions, Placer
 from modelplane.scheduler.pool import Pool
-from modelplane.scheduler.preemption import select_victims
+from modelplane.scheduler.preemption import reclaim_models, select_victims, wanted_models
 from modelplane.scheduler.quota import QuotaBook, QuotaVerdict, admissible_models
 from modelplane.scheduler.scoring import NodeScorer, ScoreContext
 
@@ -55,6 +75,11 @@ class PolicyOptions:
     strict_fifo: bool = False
     preemption: bool = True
     max_preemptors: int = 8  # blocked workloads that may preempt per round (bounds the work)
+    # Starvation guard (aging): a workload pending this long since submission goes before every
+    # other (oldest first) and gets the round's EASY reservation, even while its queue waits on the
+    # cohort to have quota to lend; None turns it off. Only with ``backfill``.
+    starvation_s: float | None = 10 * 3600.0
+    max_starving_reservations: int = 8  # bounds the work per round; the oldest starving workloads first
     # Task sizes FGD-like scorers measure fragmentation against; empty: the tasks pending and
     # running this round. A replay passes the trace's own distribution, as the FGD paper does.
     workload_mix: Sequence[tuple[TaskRequest, float]] = ()
@@ -80,6 +105,11 @@ class PolicyScheduler:
         self.name = name
         self.options = options or PolicyOptions()
         self.scorer = scorer
+        # Workloads that preempted last round: they go first this round, so the room their victims
+        # left is theirs (Kubernetes' nominated node, in memory; a restart only loses one round's
+        # head start). Without it, a workload earlier in the order could take that room, and the
+        # preemptor would preempt again, round after round.
+        self._nominated: set[str] = set()
         if self.options.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.options.order!r}")
 
@@ -113,6 +143,32 @@ class PolicyScheduler:
                 nxt = lines[q][pos + 1]
                 heapq.heappush(heap, (book.share(q), -nxt.priority, nxt.created_at, nxt.job_id, q, pos + 1))
 
+    def _nominal_first(self, order: Iterable[Workload], book: QuotaBook, pool_models: Sequence[str]) -> Iterator[Workload]:
+        """``order``, but workloads that would have to borrow quota go after all that need not.
+
+        As in Kueue, admission within nominal quota comes before borrowing. Without it, the room a
+        reclaim frees would be taken again by the next borrower of lower share before the
+        reclaiming workload gets it, round after round (a reclaim loop). Decided lazily, on the
+        quota book as it stands when the workload's turn comes.
+        """
+        if not self.options.quota or self.options.order not in ("fair", "priority"):
+            yield from order
+            return
+        deferred: list[Workload] = []
+        for w in order:
+            demand = w.total_gpu_milli
+            if demand > 0 and not book.unlimited(w.queue) and self.queue_in_cohort(book, w.queue) \
+                    and not any(book.within_nominal(w.queue, m, demand) for m in wanted_models(w, pool_models)):
+                deferred.append(w)
+            else:
+                yield w
+        yield from deferred
+
+    @staticmethod
+    def queue_in_cohort(book: QuotaBook, queue: str) -> bool:
+        spec = book.queues.get(queue)
+        return spec is not None and bool(spec.cohort)
+
     # -- the round ---------------------------------------------------------------------------------
 
     def schedule(self, inp: SchedulingInput) -> SchedulingResult:
@@ -143,14 +199,33 @@ class PolicyScheduler:
             """Models the queue's quota admits for ``w`` (None: any, quota not checked)."""
             return self._admissible(w, pool, book)[0]
 
-        reservation: Reservation | None = None
+        reservations = Reservations()
         reserve_tries = 0
         blocked_by: Workload | None = None
         unplaced: list[tuple[Workload, list[str] | None, QuotaVerdict | None]] = []
         explainer = Explainer(pool, eligibility)
         ahead_priorities: list[int] = []  # priorities of unplaced workloads earlier in order
 
-        for w in self._order(pending, book):
+        last_nominated, self._nominated = self._nominated, set()
+        nominated = sorted((w for w in pending if w.job_id in last_nominated),
+                           key=lambda w: (-w.priority, w.created_at, w.job_id))
+        starving_ids: set[str] = set()
+        if opts.backfill and opts.starvation_s is not None:
+            starving_ids = {w.job_id for w in pending
+                            if now - w.created_at >= opts.starvation_s and w.job_id not in last_nominated}
+        starving = sorted((w for w in pending if w.job_id in starving_ids), key=lambda w: (w.created_at, w.job_id))
+        starving_reserved = 0
+        first = last_nominated | starving_ids
+        rest = (w for w in self._order(pending, book) if w.job_id not in first)
+
+        def reserve_starving(w: Workload, models: list[str] | None) -> Reservation | None:
+            nonlocal starving_reserved
+            if w.job_id not in starving_ids or starving_reserved >= opts.max_starving_reservations:
+                return None
+            starving_reserved += 1
+            return reservations.add(reserve(placer, w, models, holding, exclude=reservations.nodes))
+
+        for w in itertools.chain(nominated, starving, self._nominal_first(rest, book, pool.models)):
             if blocked_by is not None:
                 result.pending_reasons[w.job_id] = (
                     f"waiting behind {blocked_by.name} ({blocked_by.job_id}): FIFO starts nothing before its head")
@@ -159,13 +234,21 @@ class PolicyScheduler:
             if models is not None and not models:
                 assert refusal is not None
                 result.pending_reasons[w.job_id] = refusal.reason
+                if refusal.cohort_full:
+                    # Starving, and only the cohort's current use keeps it out: hold nodes for it
+                    # so that the quota frees up with them instead of being taken again.
+                    mine = reserve_starving(w, wanted_models(w, pool.models))
+                    if mine is not None:
+                        start = "an unknown time" if math.isinf(mine.start) else f"t={mine.start:.0f}"
+                        result.pending_reasons[w.job_id] += (
+                            f"; waiting since t={w.created_at:.0f}: resources reserved at {start}")
                 unplaced.append((w, models, refusal))
                 ahead_priorities.append(w.priority)
                 continue
-            placement = placer.place(w, models, exclude=reservation.nodes if reservation else None)
-            if placement is None and reservation is not None and w.estimated_duration_s is not None \
-                    and now + w.estimated_duration_s <= reservation.start:
-                placement = placer.place(w, models)  # ends before the head starts: may use its nodes
+            placement = placer.place(w, models, exclude=reservations.nodes or None)
+            if placement is None and reservations and w.estimated_duration_s is not None \
+                    and now + w.estimated_duration_s <= reservations.start:
+                placement = placer.place(w, models)  # ends before any reservation starts: may use their nodes
             if placement is not None:
                 result.placements.append(placement)
                 book.charge(w.queue, placement, nodes)
@@ -173,23 +256,27 @@ class PolicyScheduler:
                 continue
             ahead = sum(1 for p in ahead_priorities if p > w.priority)
             reason = ""
-            if reservation is not None:
+            if w.job_id in starving_ids:
+                reserve_starving(w, models)
+            elif reservations:
                 trial = placer.place(w, models)
                 if trial is not None:
                     pool.give_back_placement(trial)
-                    start = "an unknown time" if math.isinf(reservation.start) else f"t={reservation.start:.0f}"
-                    reason = (f"would delay {reservation.name} ({reservation.job_id}), reserved to start at {start} "
+                    head = reservations.first
+                    start = "an unknown time" if math.isinf(head.start) else f"t={head.start:.0f}"
+                    reason = (f"would delay {head.name} ({head.job_id}), reserved to start at {start} "
                               "(EASY backfill: only jobs that end before it or avoid its nodes may start)")
             elif opts.backfill and reserve_tries < MAX_RESERVE_TRIES:
                 # A head that would not fit even on an emptied pool gets no reservation; the next
                 # blocked workload is tried instead, a few times per round at most.
                 reserve_tries += 1
-                reservation = reserve(placer, w, models, holding)
+                reservations.add(reserve(placer, w, models, holding))
             if not reason:
                 reason = explainer.capacity(w, models, ahead, opts.placement.topology)
-                if reservation is not None and reservation.job_id == w.job_id:
-                    when = "once running jobs without an estimate end" if math.isinf(reservation.start) \
-                        else f"at t={reservation.start:.0f}"
+                mine = reservations.of(w.job_id)
+                if mine is not None:
+                    when = "once running jobs without an estimate end" if math.isinf(mine.start) \
+                        else f"at t={mine.start:.0f}"
                     reason += f"; resources reserved {when}"
             result.pending_reasons[w.job_id] = reason
             unplaced.append((w, models, None))
@@ -198,7 +285,8 @@ class PolicyScheduler:
                 blocked_by = w
 
         if opts.preemption:
-            self._preempt(inp, unplaced, placer, book, nodes, result, admissible)
+            reserved_nodes = {r.job_id: [pool.nodes[i].name for i in r.nodes] for r in reservations.items}
+            self._preempt(inp, unplaced, placer, book, nodes, result, admissible, starving_ids, reserved_nodes)
         return result
 
     def _admissible(self, w: Workload, pool: Pool, book: QuotaBook) -> tuple[list[str] | None, QuotaVerdict | None]:
@@ -219,27 +307,47 @@ class PolicyScheduler:
 
     def _preempt(self, inp: SchedulingInput, unplaced: list[tuple[Workload, list[str] | None, QuotaVerdict | None]],
                  placer: Placer, book: QuotaBook, nodes: Mapping[str, Node], result: SchedulingResult,
-                 admissible: Callable[[Workload], list[str] | None]) -> None:
+                 admissible: Callable[[Workload], list[str] | None], starving: Collection[str] = (),
+                 reserved_nodes: Mapping[str, Sequence[str]] | None = None) -> None:
         taken: set[str] = set()
         tried = 0
         lowest = min((r.workload.priority for r in inp.running), default=None)
-        # Highest priority first (stable: scheduling order among equals).
-        for w, _models, _refusal in sorted(unplaced, key=lambda u: -u[0].priority):
-            if tried >= self.options.max_preemptors or lowest is None or w.priority <= lowest:
+        if lowest is None:
+            return
+        pool_models = placer.pool.models
+        # Reclaims of nominal quota first (whatever their priority: a queue within its quota does not
+        # wait behind borrowers trying their luck), then starving workloads (oldest first), then
+        # highest priority first; stable, so the scheduling order decides among equals.
+        reclaiming = {u[0].job_id for u in unplaced if reclaim_models(u[0], book, wanted_models(u[0], pool_models))}
+        order = sorted(unplaced, key=lambda u: (
+            u[0].job_id not in reclaiming, u[0].job_id not in starving,
+            u[0].created_at if u[0].job_id in starving else 0.0, -u[0].priority))
+        for w, _models, _refusal in order:
+            if tried >= self.options.max_preemptors:
                 break
+            if w.priority <= lowest and w.job_id not in reclaiming and w.job_id not in starving:
+                continue
             tried += 1
-            victims = select_victims(w, inp.running, taken, placer, book, nodes, admissible)
+            victims = select_victims(w, inp.running, taken, placer, book, nodes, admissible,
+                                     starved_s=self.options.starvation_s if self.options.backfill else None,
+                                     starving=w.job_id in starving,
+                                     prefer_nodes=(reserved_nodes or {}).get(w.job_id, ()))
             if not victims:
                 continue
             names = []
             for r, rule in victims:
                 taken.add(r.workload.job_id)
                 names.append(r.workload.name)
+                op = ">" if w.priority > r.workload.priority else "<="
                 result.preemptions.append(Preemption(
                     r.workload.job_id,
-                    f"preempted for {w.name} ({w.job_id}, priority {w.priority} > {r.workload.priority}): {rule}",
+                    f"preempted for {w.name} ({w.job_id}, priority {w.priority} {op} {r.workload.priority}): {rule}",
                 ))
+            what = "of lower priority" if all(r.workload.priority < w.priority for r, _ in victims) \
+                else "submitted after it (it has waited too long)" if w.job_id in starving \
+                else "borrowing its queue's quota"
+            self._nominated.add(w.job_id)
             result.pending_reasons[w.job_id] = (
-                f"preempting {len(victims)} job(s) of lower priority to make room ({', '.join(names)}); "
+                f"preempting {len(victims)} job(s) {what} to make room ({', '.join(names)}); "
                 "starts once they have stopped")
 

@@ -15,8 +15,9 @@ Rules (they mirror Kueue's ClusterQueue/cohort model):
   shared pool; the rest (``quota - lendingLimit``) is guaranteed to its owner. A queue may go over its
   nominal quota (borrow) by at most ``borrowingLimit`` (unset = unlimited), as long as the cohort's
   usage beyond the guaranteed parts fits in the pool.
-* **Reclaim.** A queue that would still be within its nominal quota but finds the pool lent out may
-  preempt the borrowers of its cohort (see ``preemption.py``: only of strictly lower priority).
+* **Reclaim.** A queue that would still be within its nominal quota but finds the pool lent out
+  preempts the borrowers of its cohort **regardless of priority** (Kueue's ``reclaimWithinCohort:
+  Any``): quota lent is lent at the borrower's risk. See ``preemption.py``.
 * **Fair sharing.** Queues take turns by weighted dominant-resource share (DRF): a queue's share is
   its largest usage over the models it uses, relative to its cohort's nominal quota of that key,
   divided by its ``weight``. The lowest share goes next, so a queue that borrowed much waits for one
@@ -39,6 +40,9 @@ class QuotaVerdict:
     ok: bool
     reclaimable: bool = False  # within nominal quota, but the cohort has lent it out
     reason: str = ""
+    # Refused only because the cohort's shared pool is in use right now (not by the queue's own
+    # nominal quota or borrowing limit): it would be admitted once enough of the cohort is free.
+    cohort_full: bool = False
 
 
 class QuotaBook:
@@ -95,6 +99,14 @@ class QuotaBook:
     def borrowing(self, queue: str, key: str) -> bool:
         return not self.unlimited(queue) and self.used(queue, key) > self.nominal[queue].get(key, 0)
 
+    def within_nominal(self, queue: str, model: str, milli: int) -> bool:
+        """Would ``queue`` stay within its own nominal quota of ``model`` after taking ``milli`` more?"""
+        if self.unlimited(queue):
+            return False  # no quota: nothing of its own to reclaim
+        key = self.key_for(queue, model)
+        nominal = self.nominal[queue].get(key, 0)
+        return nominal > 0 and self.used(queue, key) + milli <= nominal
+
     # -- accounting --------------------------------------------------------------------------------
 
     def charge(self, queue: str, placement: Placement, nodes: Mapping[str, Node], sign: int = 1) -> None:
@@ -143,12 +155,14 @@ class QuotaBook:
             return QuotaVerdict(
                 False,
                 reclaimable=True,
+                cohort_full=True,
                 reason=(f"queue {queue} is within its quota for {label} ({format_milli(used)}/"
                         f"{format_milli(nominal)} used) but cohort {cohort} has lent it out; "
                         "reclaiming from borrowers of lower priority"),
             )
         return QuotaVerdict(
             False,
+            cohort_full=True,
             reason=(f"queue {queue} over quota for {label} ({format_milli(used)}/{format_milli(nominal)} used, "
                     f"cohort {cohort} has {format_milli(lend)} to lend, needs {format_milli(milli)})"),
         )

@@ -1,0 +1,133 @@
+"""Starvation guard (aging), exact EASY reservations, and the preemptor's head start next round."""
+
+from __future__ import annotations
+
+from modelplane.core.placement import Placement, TaskAssignment
+from modelplane.core.workload import Workload
+from modelplane.scheduler.backfill import reserve
+from modelplane.scheduler.filters import Eligibility
+from modelplane.scheduler.interface import RunningWorkload, SchedulingInput, SchedulingResult
+from modelplane.scheduler.placement import PlacementOptions, Placer
+from modelplane.scheduler.policy import PolicyOptions, PolicyScheduler
+from modelplane.scheduler.pool import Pool
+from modelplane.scheduler.scoring import ScoreContext
+from tests.scheduler.factories import TinyScorer, node, queue, request, running, workload
+
+STARVE = 1000.0
+
+
+def on(w: Workload, node_name: str, devices: tuple[int, ...]) -> Placement:
+    r = w.pod_sets[0].request
+    return Placement(w.job_id, (TaskAssignment("worker", 0, 0, node_name, r.cpu_milli, r.memory_mib, devices, 1000),))
+
+
+def sched(**options: object) -> PolicyScheduler:
+    return PolicyScheduler("t", PolicyOptions(**{"starvation_s": STARVE, **options}), TinyScorer())  # type: ignore[arg-type]
+
+
+def run(s: PolicyScheduler, nodes, queues, holding, pending, now: float) -> SchedulingResult:  # type: ignore[no-untyped-def]
+    return s.schedule(SchedulingInput(nodes, queues, holding, pending, now))
+
+
+def cohort() -> dict:  # type: ignore[type-arg]
+    return {"big": queue("big", {"*": 4}, cohort="c"), "small": queue("small", {"*": 12}, cohort="c")}
+
+
+def test_starving_job_passes_the_fair_order_and_holds_a_reservation() -> None:
+    # 'big' (quota 4) wants a whole node: it must borrow, and 'small' uses its whole quota of the
+    # cohort, so there is nothing to lend. Not starving, 'big' is refused and the next job takes the
+    # free room; starving, it goes first and the node that frees first is held for it.
+    nodes = [node("a"), node("b")]
+    s1 = workload("s1", req=request(4), queue="small", est=500)
+    s2 = workload("s2", req=request(8), queue="small", est=800)
+    holding = [running(s1, on(s1, "a", (0, 1, 2, 3))), running(s2, on(s2, "b", tuple(range(8))))]
+    big = workload("big", req=request(8), queue="big", created_at=0, est=100)
+    late = workload("late", req=request(4), queue="small", created_at=1, est=10_000)
+    r = run(sched(), nodes, cohort(), holding, [big, late], now=10)
+    assert [p.job_id for p in r.placements] == ["late"]  # borrows the room 'big' cannot get
+
+    r = run(sched(), nodes, cohort(), holding, [big, late], now=STARVE)
+    assert r.placements == []  # 'late' would take the room 'big' is promised
+    assert "resources reserved at t=500" in r.pending_reasons["big"]
+    assert r.pending_reasons["late"].startswith("would delay big (big), reserved to start at t=500")
+
+
+def test_starving_job_preempts_younger_work_of_equal_priority() -> None:
+    nodes = [node("a")]
+    queues = {"q": queue("q")}
+    younger = workload("younger", req=request(8), priority=5, created_at=50)
+    holding = [running(younger, on(younger, "a", tuple(range(8))), started_at=60)]
+    x = workload("x", req=request(8), priority=5, created_at=0)
+    assert run(sched(), nodes, queues, holding, [x], now=STARVE - 1).preemptions == []
+    r = run(sched(), nodes, queues, holding, [x], now=STARVE)
+    assert [p.job_id for p in r.preemptions] == ["younger"]
+    assert "aging: x starves in queue q; younger was submitted after it" in r.preemptions[0].reason
+
+
+def test_a_training_queue_keeps_its_runs_against_equal_priority_however_long_the_wait() -> None:
+    """Reserved training queue: an admitted run is not preempted by equal priority, even by a job
+    that starves; a higher-priority job still may."""
+    nodes = [node("a")]
+    queues = {"q": queue("q", kind="training")}
+    younger = workload("younger", req=request(8), priority=5, created_at=50)
+    holding = [running(younger, on(younger, "a", tuple(range(8))), started_at=60)]
+    x = workload("x", req=request(8), priority=5, created_at=0)
+    assert run(sched(), nodes, queues, holding, [x], now=10 * STARVE).preemptions == []
+    urgent = workload("urgent", req=request(8), priority=9, created_at=0)
+    assert [p.job_id for p in run(sched(), nodes, queues, holding, [urgent], now=10).preemptions] == ["younger"]
+
+
+def test_aging_never_preempts_older_work() -> None:
+    nodes = [node("a")]
+    queues = {"q": queue("q")}
+    older = workload("older", req=request(8), priority=5, created_at=0)
+    holding = [running(older, on(older, "a", tuple(range(8))), started_at=10)]
+    x = workload("x", req=request(8), priority=5, created_at=5)
+    assert run(sched(), nodes, queues, holding, [x], now=10 * STARVE).preemptions == []
+
+
+def test_work_started_after_starving_is_not_reclaimed_by_equal_priority() -> None:
+    nodes = [node("a"), node("b")]
+    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 8}, cohort="c")}
+    b1 = workload("b1", req=request(8), queue="borrower", created_at=0)
+    b2 = workload("b2", req=request(8), queue="borrower", created_at=0)
+    holding = [running(b1, on(b1, "a", tuple(range(8))), started_at=0),
+               running(b2, on(b2, "b", tuple(range(8))), started_at=2 * STARVE)]  # b2 had starved
+    r = run(sched(), nodes, queues, holding, [workload("x", req=request(8), queue="lender", created_at=2 * STARVE)],
+            now=2 * STARVE + 10)
+    assert [p.job_id for p in r.preemptions] == ["b1"]  # the younger start would go first otherwise
+
+
+def test_preemptor_gets_the_room_next_round() -> None:
+    # x (queue heavy, higher priority, larger share) preempts 'low'; next round the room is free,
+    # and 'y' of the lighter queue would come first in fair order, but x was nominated.
+    nodes = [node("a")]
+    queues = {"heavy": queue("heavy"), "light": queue("light")}
+    low = workload("low", req=request(8), queue="heavy", priority=1)
+    s = sched()
+    x = workload("x", req=request(8), queue="heavy", priority=5, created_at=1)
+    r = run(s, nodes, queues, [running(low, on(low, "a", tuple(range(8))))], [x], now=10)
+    assert [p.job_id for p in r.preemptions] == ["low"]
+    y = workload("y", req=request(8), queue="light", priority=5, created_at=0)
+    r = run(s, nodes, queues, [], [low, x, y], now=20)
+    assert [p.job_id for p in r.placements] == ["x"]
+
+
+def test_reservation_is_the_exact_earliest_start_however_many_jobs_end_first() -> None:
+    # 8 nodes of 8 single-device jobs; node i's job j ends at 8j + i + 1, so node 0 is the first
+    # to be wholly free, at t=57, after 57 releases (more than the bisection's budget of tries).
+    nodes = [node(f"n{i}") for i in range(8)]
+    holding: list[RunningWorkload] = []
+    for i in range(8):
+        for j in range(8):
+            w = workload(f"j{i}-{j}", req=request(1), est=float(8 * j + i + 1))
+            holding.append(running(w, on(w, f"n{i}", (j,)), started_at=0))
+    pool = Pool(nodes, (r.placement for r in holding))
+    placer = Placer(pool, Eligibility(pool.nodes), TinyScorer(), ScoreContext(), PlacementOptions())
+    head = workload("head", req=request(8))
+    before = [pool.whole_free(i) for i in range(8)]
+    res = reserve(placer, head, None, [(r.workload.estimated_duration_s or 0.0, r.placement) for r in holding])
+    assert res is not None and res.start == 57 and res.nodes == frozenset({0})
+    assert [pool.whole_free(i) for i in range(8)] == before  # the pool is left as it was
+    held_forever = [(float("inf"), r.placement) for r in holding]
+    assert reserve(placer, workload("huge", count=9, req=request(8)), None, held_forever) is None
