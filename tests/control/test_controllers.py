@@ -99,11 +99,16 @@ def _federated_doc(name: str, server: str, parties: dict[str, str]) -> dict:
                      "parties": [{"name": n, "template": tmpl(c)} for n, c in parties.items()]}}
 
 
-def test_a_federation_survives_a_lost_party_and_the_server_decides(h: Harness):
+def test_a_federation_survives_a_lost_party_and_the_server_decides(h: Harness, monkeypatch: pytest.MonkeyPatch):
     """Secure aggregation finishes rounds without a dropped party, so a party's death is an event,
-    not the job's end; the server's exit decides, and the parties still running are stopped."""
-    h.store.create_job(_federated_doc("fed", "import time; time.sleep(3)", {
-        "alpha": "import sys; sys.exit(3)", "beta": "import time; time.sleep(120)", "gamma": "print('done')"}))
+    not the job's end; the server's exit decides. Parties may finish their own results after the
+    server (gamma); those still running after the grace period are stopped (beta)."""
+    import modelplane.control.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "FEDERATION_PARTY_GRACE_S", 8.0)
+    h.store.create_job(_federated_doc("fed", "import time; time.sleep(2)", {
+        "alpha": "import sys; sys.exit(3)", "beta": "import time; time.sleep(120)",
+        "gamma": "import time; time.sleep(5); print('done')"}))
     job = h.until("fed", state_is(JobState.SUCCEEDED), timeout=90)
     assert "the server finished; 1 of 3 parties to the end" in job.message
     lost = [e for e in h.store.list_events(job.id) if e.reason == "PartyLost"]

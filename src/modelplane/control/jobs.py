@@ -28,6 +28,7 @@ from modelplane.store import JobRecord, Store
 
 log = logging.getLogger("modelplane.control.jobs")
 EXIT_GRACE_S = 60.0  # how long a rank may take to exit after its last ("exiting") heartbeat
+FEDERATION_PARTY_GRACE_S = 60.0  # how long parties may run on after their federation's server finished
 SERVE_PORT_ENV = "MODELPLANE_PORT"  # a serving replica's port, chosen here and recorded as the task's endpoint
 
 
@@ -314,8 +315,16 @@ class JobController(Controller):
             return
         st = server[0]
         if st.phase is TaskPhase.SUCCEEDED:
-            self.backend.stop(job.id, self.stop_grace)
             parties = [s for s in statuses if s is not st]
+            running = [s for s in parties if s.phase not in FINISHED_PHASES]
+            # Parties write their own results after the last round (a vertical guest its model and
+            # AUC): they get a grace period to finish before the ones still running are stopped.
+            if running:
+                # when the server's row last changed: the round it was first seen finished
+                finished_at = next(t.updated_at for t in self.store.list_tasks(job.id) if t.rank == st.rank)
+                if self.clock() - finished_at < FEDERATION_PARTY_GRACE_S:
+                    return
+            self.backend.stop(job.id, self.stop_grace)
             done = sum(s.phase is TaskPhase.SUCCEEDED for s in parties)
             self._transition(job.id, JobState.SUCCEEDED, "Completed",
                              f"the server finished; {done} of {len(parties)} parties to the end",
