@@ -182,6 +182,8 @@ def test_a_killed_redis_is_restarted_at_the_url_the_node_publishes(server: Serve
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         wait_for("a new redis-server", lambda: peer.pid not in (None, pid) and peer.answers())
+        # the agent counts the restart right after the new server answers: wait for the count
+        wait_for("the restart to be counted", lambda: _restarts() >= before + 1)
         assert _restarts() == before + 1
         assert redis.Redis.from_url(peer.url).get("probe") is None  # memory only: the copy is gone
         assert node_label(api, "spot-a") == peer.url
