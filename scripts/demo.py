@@ -75,6 +75,23 @@ class Platform:
         return dict(r.json())
 
     def stop(self) -> None:
+        """Delete what the demo deployed, then stop the platform it started. Tasks of the local
+        backend outlive the control plane on purpose (a restarted one re-adopts them), so replicas
+        are stopped through the platform first."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            names = [d["name"] for d in self.http.get("/deployments").json().get("items", [])]
+            for name in names:
+                self.http.delete(f"/deployments/{name}")
+            deadline = time.monotonic() + 60
+            while names and time.monotonic() < deadline:
+                jobs = self.http.get("/jobs").json().get("items", [])
+                if not [j for j in jobs if j["state"] in ("Admitted", "Running", "Preempted", "Recovering")]:
+                    break
+                time.sleep(0.5)
+        except httpx.HTTPError as exc:
+            console.print(f"[yellow]cleanup: {exc}; replicas may still run[/]")
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
