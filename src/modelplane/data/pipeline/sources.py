@@ -79,13 +79,19 @@ def file_format(src: FileSource, url: str) -> str:
                     hint="Set format: jsonl or format: csv on the source.")
 
 
-class ReadFiles(beam.DoFn):  # type: ignore[misc]
-    def __init__(self, src: FileSource) -> None:
+class _SourceReader(beam.DoFn):  # type: ignore[misc]
+    """A reader of one source, with its read and parse-failure counters (Beam metrics)."""
+
+    def __init__(self, src: Any) -> None:
         self.src = src
 
     def setup(self) -> None:
         self.read = beam.metrics.Metrics.counter("modelplane", f"read.{self.src.name}")
         self.bad = beam.metrics.Metrics.counter("modelplane", f"dead.{self.src.name}.parse")
+
+
+class ReadFiles(_SourceReader):
+    src: FileSource
 
     def process(self, url: str) -> Iterator[Any]:
         fsspec = require("fsspec")
@@ -139,15 +145,10 @@ def read_files(p: Any, src: FileSource, index: int) -> Any:
 
 # ---- Redis Streams ---------------------------------------------------------------------------------
 
-class ReadRedisStream(beam.DoFn):  # type: ignore[misc]
+class ReadRedisStream(_SourceReader):
     """XREADGROUP (own pending entries first, then new ones) or XREAD, until the bound is reached."""
 
-    def __init__(self, src: RedisStreamSource) -> None:
-        self.src = src
-
-    def setup(self) -> None:
-        self.read = beam.metrics.Metrics.counter("modelplane", f"read.{self.src.name}")
-        self.bad = beam.metrics.Metrics.counter("modelplane", f"dead.{self.src.name}.parse")
+    src: RedisStreamSource
 
     def process(self, _: Any) -> Iterator[Any]:
         redis = require("redis")
@@ -229,15 +230,10 @@ def ack_redis(src: RedisStreamSource, ids: list[str]) -> int:
 
 # ---- NATS JetStream --------------------------------------------------------------------------------
 
-class ReadNats(beam.DoFn):  # type: ignore[misc]
+class ReadNats(_SourceReader):
     """A durable pull consumer with explicit acks; messages are acked by the driver after the commit."""
 
-    def __init__(self, src: NatsSource) -> None:
-        self.src = src
-
-    def setup(self) -> None:
-        self.read = beam.metrics.Metrics.counter("modelplane", f"read.{self.src.name}")
-        self.bad = beam.metrics.Metrics.counter("modelplane", f"dead.{self.src.name}.parse")
+    src: NatsSource
 
     def process(self, _: Any) -> Iterator[Any]:
         nats = require("nats", package="nats-py")
