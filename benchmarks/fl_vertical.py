@@ -5,7 +5,7 @@ test AUC against scikit-learn's centralized LogisticRegression (difference and r
 slowdown against the same mini-batch Taylor-LR run in plaintext numpy, and bytes on the wire.
 Prints one JSON object; progress goes to stderr.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/privacy_vertical_lr.py [--bits 1024 2048] [--epochs 3]
+    PYTHONPATH=src .venv/bin/python benchmarks/fl_vertical.py [--bits 1024 2048] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main() -> None:
                 "shared_ids": guest["shared_ids"], "train_rows": guest["train_rows"], "test_rows": guest["test_rows"],
             }
     print(json.dumps({
-        "benchmark": "privacy_vertical_lr", "dataset": "sklearn breast_cancer z-scored, host x0-19, guest x20-29+label",
+        "benchmark": "fl_vertical", "dataset": "sklearn breast_cancer z-scored, host x0-19, guest x20-29+label",
         "epochs": args.epochs, "batch_size": config.batch_size, "psi_rsa_bits": 2048,
         "baseline": {k: round(v, 6) for k, v in base.items()}, "ours": runs,
         "anchor": "straightforward impl 2.3-2.9 s/epoch at 1024-bit, 13.8 s at 2048; AUC 0.993",
