@@ -19,7 +19,8 @@ from rich.table import Table
 
 from modelplane.core.errors import ModelplaneError
 
-data_app = typer.Typer(help="Prepare data: pack small files into shards, check erasure-coded stores.",
+data_app = typer.Typer(help="Prepare data: pack small files into shards, check erasure-coded stores, protect "
+                       "sensitive datasets.",
                        no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -81,6 +82,56 @@ def scrub(
         unrecoverable += bool(report.error)
         out.print(f"{key}: fragments {sorted(report.damaged)} {state}", highlight=False)
     raise typer.Exit(1 if unrecoverable or not repair else 0)
+
+
+@data_app.command("protect")
+def protect(
+    uri: Annotated[str, typer.Argument(help="the dataset: a local folder or file, or an fsspec URL (s3://...)")],
+    team: Annotated[str | None, typer.Option(help="owning team (default: yours)")] = None,
+) -> None:
+    """Mark a dataset sensitive: encrypt its files in place with a new data key (AES-256-GCM) and hand
+    the key to the control plane, which releases it only to confidential jobs on attested nodes."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from modelplane.client import Client
+    from modelplane.data.sensitive import DataKey, encrypt_dataset, normalize_uri
+    from modelplane.settings import Settings
+
+    try:
+        name = normalize_uri(uri if "://" in uri else str(Path(uri).resolve()))
+        client = Client.from_settings(Settings())
+        path = "/datasets/" + quote(name, safe="")
+        found = client.request("GET", path)
+        if found.get("sensitive"):
+            raise ModelplaneError(f"dataset {name} is already sensitive (key {found['keyId']})",
+                                  hint="its files are encrypted; write new data under a new URI and protect that")
+        key = DataKey.generate()
+        body = key.to_json() | ({"team": team} if team else {})
+        report = encrypt_dataset(name, key, register=lambda: client.request("PUT", path, json=body))
+    except ModelplaneError as exc:
+        raise _fail(exc) from None
+    out.print(f"{name} is sensitive: encrypted {report.encrypted} file(s) ({report.bytes / 1e6:.1f} MB) with key "
+              f"{report.key_id}; jobs read it with modelplane.data.sensitive.open() and need spec.tee and "
+              "spec.datasets", highlight=False)
+
+
+@data_app.command("sensitive")
+def list_sensitive(team: Annotated[str | None, typer.Option(help="this team's (default: yours)")] = None) -> None:
+    """List the sensitive datasets (key ids only; keys never leave the control plane but to attested jobs)."""
+    from modelplane.client import Client
+    from modelplane.settings import Settings
+
+    try:
+        items = Client.from_settings(Settings()).request("GET", "/datasets", params={"team": team} if team else {})
+    except ModelplaneError as exc:
+        raise _fail(exc) from None
+    table = Table(title="sensitive datasets")
+    for col in ("uri", "team", "key id", "by"):
+        table.add_column(col)
+    for d in items["items"]:
+        table.add_row(d["uri"], d["team"], d["keyId"], d["createdBy"])
+    out.print(table)
 
 
 pipeline_app = typer.Typer(help="Run Beam pipelines: sources -> validate -> transforms -> sinks.",

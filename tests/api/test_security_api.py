@@ -138,8 +138,10 @@ def test_every_route_has_an_authorization_rule(world: World) -> None:
     ops = {(m.upper(), p) for p, item in paths.items() for m in item if p.startswith(("/api/", "/metrics"))}
     assert ops <= set(RULES), sorted(ops - set(RULES))
     public = {k for k, v in RULES.items() if v.action == "public"}
+    # Public to the identity layer only: key release authenticates the calling job's own credential.
     assert {p for _, p in public} == {f"/api/v1/auth/{x}" for x in
-                                      ("login", "refresh", "logout", "step-up", "devices/challenge")}
+                                      ("login", "refresh", "logout", "step-up", "devices/challenge")} | {
+        "/api/v1/datasets/key-release"}
 
 
 def test_lists_never_show_another_teams_jobs_or_queues(world: World) -> None:

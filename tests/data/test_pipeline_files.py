@@ -171,3 +171,29 @@ def test_s3_source_through_s3fs(tmp_path: Path, s3_server: Any, s3fs_bucket: tup
     assert report.counters["read.s3"] == 3
     node = LineageStore(d["lineage"]["url"]).find("dataset", "raw/*.jsonl", f"s3://{bucket}")
     assert node.kind == "dataset"
+
+
+def test_a_sensitive_datasets_files_are_read_with_the_released_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encrypted (and gzip-compressed inside) files read like plain ones once the key is released."""
+    import gzip
+    import io
+
+    from modelplane.data import sensitive
+
+    key = sensitive.DataKey.generate()
+    uri = sensitive.normalize_uri(str(tmp_path / "in"))
+    asked: list[str] = []
+
+    def release(dataset: str) -> sensitive.DataKey:
+        asked.append(dataset)
+        return key
+
+    monkeypatch.setattr(sensitive, "_default_client", release)
+    (tmp_path / "in").mkdir()
+    plain = "".join(json.dumps(r) + "\n" for r in VALID).encode()
+    with open(tmp_path / "in" / "a.jsonl.gz", "wb") as dst:
+        sensitive.encrypt_stream(io.BytesIO(gzip.compress(plain)), dst, uri, key)
+    assert sensitive.is_encrypted(tmp_path / "in" / "a.jsonl.gz")
+    report = run_spec(spec(tmp_path, sources=[{"name": "raw", "type": "files", "path": str(tmp_path / "in" / "*.jsonl.gz")}]))
+    assert report.read == len(VALID) and asked and set(asked) == {uri}
+    assert sorted(r["id"] for r in read_tfrecords(tmp_path / "out" / "tf")) == [1, 2, 3]

@@ -116,6 +116,11 @@ def create_app(store: Store, log_reader: Backend | None = None,
     app.include_router(model_routes.router, prefix="/api/v1", dependencies=auth)
     deployment_routes.install_gateway(app, store)  # the gateway behind /deployments/{name}/infer
     app.include_router(auth_routes.public_router, prefix="/api/v1")
+    from modelplane.api.routes import datasets as dataset_routes
+
+    # sensitive datasets and node attestations; key release checks the job's own credential
+    app.include_router(dataset_routes.router, prefix="/api/v1", dependencies=auth)
+    app.include_router(dataset_routes.public_router, prefix="/api/v1")
     for make in extra_routers or []:
         app.include_router(make(), prefix="/api/v1", dependencies=auth)
 

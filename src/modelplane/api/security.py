@@ -439,6 +439,20 @@ def _lineage_event(ctx: RuleContext) -> dict[str, Any]:
     return {"type": "Job", "id": name, "owner_team": team}
 
 
+def _dataset(ctx: RuleContext) -> dict[str, Any]:
+    """A sensitive dataset belongs to the team that protected it; a new one to the body's team or the caller's."""
+    from modelplane.store.sensitive_catalog import get
+
+    uri = ctx.path.get("uri", "")
+    try:
+        found = get(ctx.store, uri)
+    except ModelplaneError:
+        found = None  # a malformed URI: the handler names the problem
+    body = ctx.body if isinstance(ctx.body, dict) else {}
+    team = found.team if found else str(body.get("team") or ctx.principal.team)
+    return {"type": "Dataset", "id": uri, "owner_team": team}
+
+
 def _console_manifest(ctx: RuleContext) -> dict[str, Any]:
     """The console posts ``{"manifest": "<yaml>"}``: the same resource as the API's ``POST /jobs``."""
     import yaml
@@ -498,6 +512,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", V1 + "/lineage/nodes"): Rule("read", _fixed("Node", "lineage")),
     **{("GET", V1 + f"/lineage/{{kind}}/{{name}}{p}"): Rule("read", _fixed("Node", "lineage"))
        for p in ("", "/upstream", "/downstream", "/impact")},
+    # sensitive datasets (data/sensitive.py): the owning team's; key release checks the job's own
+    # credential and audits itself; node attestations are node writes (admins, node agents)
+    ("GET", V1 + "/datasets"): Rule("read", _team_listing("Dataset")),
+    ("GET", V1 + "/datasets/{uri}"): Rule("read", _dataset),
+    ("PUT", V1 + "/datasets/{uri}"): Rule("write", _dataset, needs_body=True),
+    ("POST", V1 + "/datasets/key-release"): PUBLIC,
+    ("POST", V1 + "/nodes/{name}/attestation"): Rule("write", _named("Node")),
+    ("GET", V1 + "/nodes/{name}/attestation"): Rule("read", _named("Node")),
     # audit log
     **{("GET", V1 + f"/audit/{p}"): Rule("read", _fixed("AuditLog", p))
        for p in ("entries", "checkpoint", "proof/inclusion", "proof/consistency")},

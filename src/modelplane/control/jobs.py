@@ -13,16 +13,18 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from modelplane.agent.peers import PEER_MEMORY_LABEL, peer_urls
 from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
 from modelplane.control.base import Controller
+from modelplane.control.federation import federation_env
 from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
 from modelplane.core.job import JobState
 from modelplane.core.node import NodeState
-from modelplane.core.spec import template_for
+from modelplane.core.spec import FederatedJob, template_for
 from modelplane.obs.metrics import LAUNCH_SECONDS, MIGRATIONS, TRANSITIONS
 from modelplane.store import JobRecord, Store
 
@@ -36,6 +38,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _host(address: str) -> str:
+    """A serving task's host in a URL: the address its backend reports (the node it runs on), else
+    this host (the local backend); an IPv6 address in brackets."""
+    address = address or "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
 
 
 class JobController(Controller):
@@ -79,6 +88,14 @@ class JobController(Controller):
             env["MODELPLANE_PEER_MEMORY_URLS"] = peers
         if self.lineage_url:
             env["MODELPLANE_LINEAGE_URL"] = self.lineage_url
+        from modelplane.settings import Settings
+
+        # The registry the API and deployments use (routes/models.py): a federation's server
+        # registers its final model there, with its job as the training run.
+        env["MODELPLANE_MODEL_REGISTRY_URL"] = Settings().resolved_model_registry_url
+        from modelplane.store.sensitive_catalog import launch_env  # API URL + this launch's job credential
+
+        env |= launch_env(self.store, job.id)  # for key release of sensitive datasets (data/sensitive.py)
         if self.runtime_dir is not None:
             jdir = self.runtime_dir / job.id
             jdir.mkdir(parents=True, exist_ok=True)
@@ -191,20 +208,31 @@ class JobController(Controller):
                             "MODELPLANE_PARALLEL_TENSOR": str(parallelism.tensor),
                             "MODELPLANE_PARALLEL_PIPELINE": str(parallelism.pipeline),
                             "MODELPLANE_MICRO_BATCH_SIZE": str(parallelism.micro_batch_size)}
+        privacy = getattr(manifest.spec, "privacy", None)
+        if privacy is not None:  # DP-SGD / adversarial options, applied by modelplane.train.make_private
+            from modelplane.core.spec import PRIVACY_SPEC_ENV
+
+            runtime_env[PRIVACY_SPEC_ENV] = privacy.model_dump_json(by_alias=True, exclude_none=True)
         out = []
         for a in sorted(job.placement.assignments, key=lambda a: a.rank):
             tmpl = template_for(manifest, a.pod_set)
             node = nodes.get(a.node)
             model = node.spec.accelerators.model if node and node.spec.accelerators else None
             env = runtime_env | dict(tmpl.env)
-            if manifest.kind == "InferenceDeployment":  # a replica listens where the control plane says
-                env[SERVE_PORT_ENV] = str(_free_port())
+            if manifest.kind == "InferenceDeployment" or (manifest.kind == "FederatedJob" and a.pod_set != "server"):
+                env[SERVE_PORT_ENV] = str(_free_port())  # a replica or a party listens where the control plane says
+            if isinstance(manifest, FederatedJob) and a.pod_set == "server":  # read by privacy/horizontal/server.py
+                env["MODELPLANE_FL_ROUNDS"] = str(manifest.spec.rounds)
             out.append(TaskLaunch(
                 job_id=job.id, job_name=job.name, pod_set=a.pod_set, index=a.index, rank=a.rank,
                 world_size=world, node=a.node, command=list(tmpl.command), env=env,
                 working_dir=tmpl.working_dir, devices=a.devices, gpu_milli=a.gpu_milli,
                 accelerator_model=model, master_addr="127.0.0.1", master_port=port, image=tmpl.image,
             ))
+        if manifest.kind == "FederatedJob":  # the parties' address book and a PKI of their own
+            issued = federation_env({t.pod_set: (t.master_addr, t.master_port if t.pod_set == "server"
+                                                 else int(t.env[SERVE_PORT_ENV])) for t in out})
+            out = [replace(t, env=t.env | issued[t.pod_set]) for t in out]
         return out
 
     def _start(self, job: JobRecord) -> None:
@@ -238,7 +266,7 @@ class JobController(Controller):
             port = by_rank[st.rank].env.get(SERVE_PORT_ENV)
             self.store.put_task(job.id, st.rank, pod_set=by_rank[st.rank].pod_set, node=by_rank[st.rank].node,
                                 phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle,
-                                endpoint=f"http://127.0.0.1:{port}" if port else None)
+                                endpoint=f"http://{_host(st.address)}:{port}" if port else None)
         self._transition(job.id, JobState.RUNNING, "Started",
                                   f"{len(launches)} task(s) started by the {self.backend.name} backend",
                                   expected_version=job.resource_version)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from modelplane.control.base import Controller
 from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
 from modelplane.core.job import ACTIVE, JobState
+from modelplane.core.node import Node
 from modelplane.core.priority import compute_priority
 from modelplane.core.spec import to_workload
 from modelplane.core.workload import Workload
@@ -24,6 +25,27 @@ from modelplane.scheduler.interface import RunningWorkload, Scheduler, Schedulin
 from modelplane.store import JobRecord, Store
 
 log = logging.getLogger("modelplane.control.scheduling")
+
+
+def with_verified_tee(nodes: list[Node], store: Store, now: float) -> list[Node]:
+    """The nodes as confidential jobs may see them: a node offers its TEE only while its latest
+    attestation (``POST /nodes/{name}/attestation``) verified, is fresh and is of the declared kind.
+
+    The scheduler's TEE filter reads ``Node.tee``; clearing it here for an unverified node keeps the
+    scheduler pure (it never reads attestations) and the attestation check in one place
+    (``privacy.tee.placement_allowed``).
+    """
+    declared = [n for n in nodes if n.tee]
+    if not declared:
+        return nodes
+    from modelplane.privacy.tee import TeeRequirement, placement_allowed
+    from modelplane.store.sensitive_catalog import attestations
+
+    results = attestations(store, [n.name for n in declared])
+    unverified = {n.name for n in declared
+                  if not placement_allowed(results.get(n.name), TeeRequirement(confidential=True, tee_types=frozenset({n.tee or ""})),
+                                           int(now))}
+    return [replace(n, tee=None) if n.name in unverified else n for n in nodes]
 
 
 def workload_of(job: JobRecord, now: float, queue_priority: int = 0,
@@ -64,7 +86,7 @@ class SchedulerController(Controller):
             return
         now = self.clock()
         queues = {q.name: q.spec for q in self.store.list_queues()}
-        nodes = [n.to_node() for n in self.store.list_nodes()]
+        nodes = with_verified_tee([n.to_node() for n in self.store.list_nodes()], self.store, now)
         active, _ = self.store.list_jobs(states=sorted(ACTIVE), limit=100_000)
         running = [
             RunningWorkload(workload_of(j, now, queues[j.queue].priority if j.queue in queues else 0,

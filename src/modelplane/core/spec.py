@@ -89,6 +89,9 @@ class _JobSpecBase(Scheduling):
         default=None, gt=0, alias="estimatedDurationSeconds", description="runtime estimate in seconds"
     )
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy, alias="restartPolicy")
+    datasets: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list, max_length=1000, description="dataset URIs this job reads (absolute paths or URLs); "
+        "a sensitive one needs spec.tee and is refused at apply otherwise")
 
 
 class ParallelismSpec(_Spec):
@@ -104,11 +107,100 @@ class ParallelismSpec(_Spec):
         return self.data * self.tensor * self.pipeline
 
 
+PRIVACY_SPEC_ENV = "MODELPLANE_PRIVACY_SPEC"
+"""The job controller hands ``spec.privacy`` to every rank as JSON here; ``modelplane.train.make_private`` reads it."""
+
+
+class DifferentialPrivacySpec(_Spec):
+    """DP-SGD (Opacus): per-example clipping to ``maxGradNorm`` plus Gaussian noise, the budget
+    epsilon at ``delta`` tracked by an accountant and reported each epoch; training stops before an
+    epoch that would spend more than ``targetEpsilon``. Without ``noiseMultiplier`` the noise is
+    calibrated so that exactly ``epochs`` epochs spend ``targetEpsilon``."""
+
+    target_epsilon: float = Field(alias="targetEpsilon", description="the budget: epsilon never exceeds it")
+    delta: float = Field(description="probability of failure of the epsilon guarantee; below 1/training examples")
+    max_grad_norm: float = Field(default=1.0, alias="maxGradNorm", description="per-example gradient clipping bound")
+    noise_multiplier: float | None = Field(default=None, alias="noiseMultiplier",
+                                           description="noise std / maxGradNorm; omitted: calibrated from epochs")
+    epochs: int | None = Field(default=None, description="planned epochs (needed without noiseMultiplier)")
+    accountant: Literal["prv", "rdp", "gdp"] = "prv"
+
+    @model_validator(mode="after")
+    def _check(self) -> DifferentialPrivacySpec:
+        # Plain comparisons instead of Field(gt=...) so that each message says what to write.
+        if not self.target_epsilon > 0:
+            raise ValueError(f"targetEpsilon must be > 0, got {self.target_epsilon} (typical budgets are 1-10)")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}; use less than 1/number of training "
+                             "examples, e.g. 1e-5")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"maxGradNorm must be > 0, got {self.max_grad_norm} (e.g. 1.0)")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ValueError(f"noiseMultiplier must be > 0, got {self.noise_multiplier} (typical values 0.5-2), "
+                             "or leave it out to calibrate it from targetEpsilon and epochs")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.noise_multiplier is None and self.epochs is None:
+            raise ValueError("set epochs (the noise is then calibrated so that this many epochs spend "
+                             "targetEpsilon) or noiseMultiplier (training stops when the budget runs out)")
+        return self
+
+
+class AdversarialSpec(_Spec):
+    """Adversarial training (Madry et al.): each batch is also attacked inside an L-infinity ball of
+    radius ``epsilon`` and the loss mixes clean and attacked examples, ``ratio`` the attacked share."""
+
+    method: Literal["fgsm", "pgd"]
+    epsilon: float = Field(description="L-infinity radius of the attack, in input units")
+    alpha: float | None = Field(default=None, description="PGD step size; default 2.5 x epsilon / steps")
+    steps: int | None = Field(default=None, description="PGD iterations; default 7")
+    ratio: float = Field(default=0.5, description="share of the loss from attacked examples, in (0, 1]")
+
+    @model_validator(mode="after")
+    def _check(self) -> AdversarialSpec:
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon} (e.g. 0.1 for inputs in [0, 1])")
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio} (0.5: half clean, half attacked)")
+        if self.method == "fgsm" and (self.alpha is not None or self.steps is not None):
+            raise ValueError("alpha and steps apply to method: pgd only (FGSM takes one step of size epsilon); "
+                             "remove them or use method: pgd")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        return self
+
+
+class PrivacySpec(_Spec):
+    """Privacy options of a TrainingJob; the training script applies them with
+    ``modelplane.train.make_private`` (a no-op when the job has none)."""
+
+    differential_privacy: DifferentialPrivacySpec | None = Field(default=None, alias="differentialPrivacy")
+    adversarial: AdversarialSpec | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PrivacySpec:
+        if self.differential_privacy is None and self.adversarial is None:
+            raise ValueError("privacy needs differentialPrivacy and/or adversarial; remove the empty block")
+        return self
+
+
 class TrainingJobSpec(_JobSpecBase):
     replicas: int = Field(default=1, ge=1, le=100_000)
     template: TaskTemplate
     gang: bool = True
     parallelism: ParallelismSpec | None = None
+    privacy: PrivacySpec | None = None
+
+    @model_validator(mode="after")
+    def _privacy_single_rank(self) -> TrainingJobSpec:
+        # Multi-rank DP-SGD needs Opacus' distributed wrapper and a shared accountant; refuse rather
+        # than report an epsilon that does not hold.
+        if self.privacy is not None and self.privacy.differential_privacy is not None and self.replicas != 1:
+            raise ValueError(f"privacy.differentialPrivacy runs with replicas: 1 only (got {self.replicas}); "
+                             "set replicas: 1")
+        return self
 
     @model_validator(mode="after")
     def _parallelism_matches_ranks(self) -> TrainingJobSpec:
@@ -138,12 +230,56 @@ class GuardsSpec(_Spec):
     deny_list: list[str] = Field(default_factory=list, alias="denyList")
 
 
+def _rollout_bound(value: int | str, field: str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{field} must be >= 0, got {value}")
+        return value
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    if not (text.endswith("%") and text[:-1].isdigit() and int(text[:-1]) <= 100):
+        raise ValueError(f"{field} must be a count (1) or a percentage of the desired replicas (25%), got {value!r}")
+    return text
+
+
+class RolloutStrategy(_Spec):
+    """How a changed deployment replaces its replicas (Kubernetes' RollingUpdate): while new
+    replicas start, at most ``maxSurge`` above the desired count; while old ones drain, at most
+    ``maxUnavailable`` below it. Counts or percentages of the desired count (surge rounds up,
+    unavailable down). A rollout that has not finished after ``progressDeadlineSeconds`` stops and
+    the old replicas keep serving."""
+
+    max_surge: int | str = Field(default=1, alias="maxSurge")
+    max_unavailable: int | str = Field(default=0, alias="maxUnavailable")
+    progress_deadline_s: float = Field(default=600.0, gt=0, alias="progressDeadlineSeconds")
+
+    @model_validator(mode="after")
+    def _can_progress(self) -> RolloutStrategy:
+        self.max_surge = _rollout_bound(self.max_surge, "maxSurge")
+        self.max_unavailable = _rollout_bound(self.max_unavailable, "maxUnavailable")
+        if self.max_surge in (0, "0%") and self.max_unavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0: a rollout could never replace a replica")
+        return self
+
+    def bounds(self, desired: int) -> tuple[int, int]:
+        """(surge, unavailable) as replica counts for ``desired`` replicas; never both zero."""
+        def count(v: int | str, round_up: bool) -> int:
+            if isinstance(v, int):
+                return v
+            share = int(v[:-1]) * desired
+            return -(-share // 100) if round_up else share // 100
+        surge, unavailable = count(self.max_surge, True), count(self.max_unavailable, False)
+        return (1, 0) if surge == unavailable == 0 else (surge, unavailable)
+
+
 class InferenceDeploymentSpec(_JobSpecBase):
     model: str = Field(min_length=1, description="model URI or registry name:version")
     replicas: int = Field(default=1, ge=0, le=10_000)
     template: TaskTemplate
     autoscaling: AutoscalingSpec | None = None
     guards: GuardsSpec | None = None
+    strategy: RolloutStrategy = Field(default_factory=RolloutStrategy)
 
 
 PIPELINE_SPEC_ENV = "MODELPLANE_PIPELINE_SPEC"

@@ -8,12 +8,15 @@ argument: nothing here reads the clock, so a verdict can be reproduced.
 
 ``placement_allowed`` is pure: a confidential job goes only to a node whose attestation
 succeeded, is fresh, has an accepted status and none of the job's forbidden advisories.
+``key_release_allowed`` applies the same test to every node of a running job before the data key of
+a sensitive dataset is released to it (``modelplane.data.sensitive``); ``submission_refusal`` is
+its check at apply time.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +45,13 @@ class AttestationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verified_at": self.verified_at, "tee": self.tee, "status": self.status,
                 "advisory_ids": list(self.advisory_ids), "measurement": self.measurement, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AttestationResult:
+        """Read back what ``to_dict`` wrote (a node's attestation as the store keeps it)."""
+        return cls(ok=bool(d["ok"]), verified_at=int(d["verified_at"]), tee=str(d.get("tee", "")),
+                   status=str(d.get("status", "")), advisory_ids=tuple(d.get("advisory_ids", ())),
+                   measurement=str(d.get("measurement", "")), error=str(d.get("error", "")))
 
 
 def verify_quote(quote: bytes, collateral_json: str, now_unix: int) -> AttestationResult:
@@ -111,8 +121,8 @@ def placement_allowed(
         return PlacementDecision(False, f"node attestation failed: {r.error}")
     age = now_unix - r.verified_at
     if age < 0 or age > job_requirement.max_age_seconds:
-        return PlacementDecision(False, f"node attestation is {age}s old; the job accepts at most "
-                                        f"{job_requirement.max_age_seconds}s")
+        return PlacementDecision(False, f"node attestation is stale ({age}s old; the job accepts at most "
+                                        f"{job_requirement.max_age_seconds}s)")
     if r.tee not in job_requirement.tee_types:
         return PlacementDecision(False, f"node TEE {r.tee!r} not in {sorted(job_requirement.tee_types)}")
     if r.status not in job_requirement.accepted_statuses:
@@ -128,6 +138,56 @@ def placement_allowed(
 def dataset_readable(dataset_sensitive: bool, job_requirement: TeeRequirement) -> bool:
     """Sensitive datasets are readable only by confidential jobs (which run only on attested nodes)."""
     return not dataset_sensitive or job_requirement.confidential
+
+
+def requirement_for_tee(tee: str | None) -> TeeRequirement:
+    """The requirement of a job's ``spec.tee``: unset is not confidential, ``any`` accepts SGX and TDX
+    nodes, a kind (``sgx``, ``tdx``) only that kind."""
+    if not tee:
+        return TeeRequirement(confidential=False)
+    if tee == "any":
+        return TeeRequirement(confidential=True)
+    return TeeRequirement(confidential=True, tee_types=frozenset({tee}))
+
+
+def submission_refusal(job: str, sensitive_declared: Iterable[str], job_requirement: TeeRequirement) -> str | None:
+    """Why a job that declares these sensitive datasets may not be submitted, or None.
+
+    The check at apply time: a job that says it reads sensitive data but is not confidential would
+    only be refused later, at key release, after waiting for and holding its placement."""
+    names = sorted(set(sensitive_declared))
+    if not names or job_requirement.confidential:
+        return None
+    which = names[0] if len(names) == 1 else ", ".join(names)
+    return (f"dataset{'s' if len(names) > 1 else ''} {which} {'are' if len(names) > 1 else 'is'} sensitive; "
+            f"job {job} is not confidential: set spec.tee")
+
+
+def key_release_allowed(dataset: str, job: str, job_requirement: TeeRequirement,
+                        placement: Mapping[str, AttestationResult | None] | None, now_unix: int,
+                        *, declared: bool) -> PlacementDecision:
+    """May the data key of sensitive ``dataset`` be released to ``job`` at ``now_unix``?
+
+    Secure key release as Confidential Containers' KBS or Azure SKR do it: the key goes only to a
+    confidential job, running where every node of its placement holds a fresh, successful, accepted
+    attestation (``placement_allowed`` for each node, so a node that went stale since scheduling is
+    caught here), and only for a dataset the job declared in ``spec.datasets`` (least privilege: what
+    a job may read is reviewable at submission). ``placement`` maps each node of the job's placement
+    to its recorded attestation (None: none recorded); None or empty means not placed yet."""
+    if not job_requirement.confidential:
+        return PlacementDecision(False, f"dataset {dataset} is sensitive; job {job} is not confidential: "
+                                        "set spec.tee")
+    if not placement:
+        return PlacementDecision(False, f"job {job} is not running on any node; keys are released only to "
+                                        "a running job")
+    for node in sorted(placement):
+        decision = placement_allowed(placement[node], job_requirement, now_unix)
+        if not decision:
+            # the reasons of placement_allowed all start with "node ": name the node in them
+            return PlacementDecision(False, f"node {node}{decision.reason[len('node'):]}")
+    if not declared:
+        return PlacementDecision(False, f"job {job} did not declare dataset {dataset}: add it to spec.datasets")
+    return PlacementDecision(True, f"job {job} is confidential and its {len(placement)} node(s) are attested")
 
 
 def eligible_nodes(results: dict[str, AttestationResult | None], job_requirement: TeeRequirement,
@@ -149,4 +209,5 @@ def requirement_from_manifest(spec: dict[str, Any] | None, advisories: Iterable[
 
 
 __all__ = ["AttestationResult", "PlacementDecision", "TeeRequirement", "attest", "dataset_readable",
-           "eligible_nodes", "placement_allowed", "requirement_from_manifest", "verify_quote"]
+           "eligible_nodes", "key_release_allowed", "placement_allowed", "requirement_for_tee",
+           "requirement_from_manifest", "submission_refusal", "verify_quote"]

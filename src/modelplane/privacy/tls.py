@@ -31,8 +31,24 @@ class TlsFiles:
     key: Path
 
 
-def make_throwaway_pki(directory: Path, names: list[str], *, now: _dt.datetime | None = None) -> dict[str, TlsFiles]:
-    """Create a CA and one cert per party (CN=name, SAN 127.0.0.1/localhost) for tests and demos."""
+@dataclass(frozen=True)
+class PemIdentity:
+    """One party's identity as PEM text: what the control plane hands a federation task."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+def mint_pki(names: list[str], hosts: list[str] | None = None, *, now: _dt.datetime | None = None,
+             days: int = 1) -> dict[str, PemIdentity]:
+    """A fresh CA and one certificate per name (CN = name), all in memory.
+
+    The CA's private key is dropped on return: nobody can mint another certificate for this set,
+    so a party from another job (another CA) is refused at the handshake. ``hosts`` are the DNS
+    names or IP addresses the parties are reached at (SANs; clients verify them), besides
+    localhost/127.0.0.1.
+    """
     import ipaddress
 
     from cryptography import x509
@@ -40,16 +56,22 @@ def make_throwaway_pki(directory: Path, names: list[str], *, now: _dt.datetime |
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    directory.mkdir(parents=True, exist_ok=True)
     start = (now or _dt.datetime.now(_dt.UTC)) - _dt.timedelta(minutes=5)
-    end = start + _dt.timedelta(days=1)
+    end = start + _dt.timedelta(days=days)
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for host in dict.fromkeys(hosts or []):
+        try:
+            ip = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            if x509.DNSName(host) not in sans:
+                sans.append(x509.DNSName(host))
+            continue
+        if ip not in sans:
+            sans.append(ip)
 
-    def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+    def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelplane-privacy-ca")])
@@ -64,9 +86,8 @@ def make_throwaway_pki(directory: Path, names: list[str], *, now: _dt.datetime |
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    ca_path = directory / "ca.pem"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    out: dict[str, TlsFiles] = {}
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
+    out: dict[str, PemIdentity] = {}
     for name in names:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
@@ -77,19 +98,30 @@ def make_throwaway_pki(directory: Path, names: list[str], *, now: _dt.datetime |
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key_path, key)
-        out[name] = TlsFiles(ca=ca_path, cert=cert_path, key=key_path)
+        out[name] = PemIdentity(ca=ca_pem, cert=cert.public_bytes(serialization.Encoding.PEM).decode(),
+                                key=_key_pem(key))
     return out
+
+
+def write_identity(identity: PemIdentity, directory: Path, name: str) -> TlsFiles:
+    """The PEM files of one identity in ``directory`` (the key readable by its owner only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, cert, key = directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key"
+    ca.write_text(identity.ca)
+    cert.write_text(identity.cert)
+    key.touch(mode=0o600)
+    key.chmod(0o600)
+    key.write_text(identity.key)
+    return TlsFiles(ca=ca, cert=cert, key=key)
+
+
+def make_throwaway_pki(directory: Path, names: list[str], *, now: _dt.datetime | None = None) -> dict[str, TlsFiles]:
+    """Create a CA and one cert per party (CN=name, SAN 127.0.0.1/localhost) for tests and demos."""
+    return {name: write_identity(identity, directory, name)
+            for name, identity in mint_pki(names, now=now).items()}
 
 
 def _context(files: TlsFiles, purpose: ssl.Purpose) -> ssl.SSLContext:

@@ -73,9 +73,10 @@ class TaintFilter:
 
 
 class TeeFilter:
-    """``tee: any`` needs a TEE node; ``tee: sgx`` (etc.) needs that kind."""
+    """``tee: any`` needs a TEE node; ``tee: sgx`` (etc.) needs that kind. In the live system a node
+    offers its TEE only while its attestation is verified and fresh (``control.scheduling``)."""
 
-    name = "TEE"
+    name = "TEE (verified attestation)"
 
     def admits(self, node: Node, ps: PodSet) -> bool:
         if ps.tee is None:

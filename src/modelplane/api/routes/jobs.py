@@ -40,13 +40,16 @@ def apply_job(
     Applying the very same manifest again is a no-op (200); a different job with a taken name is 409."""
     store = state.store
     manifest = parse_manifest(doc)
+    from modelplane.store.sensitive_catalog import check_submission
+
+    check_submission(store, manifest)  # a declared sensitive dataset needs spec.tee (data/sensitive.py)
     labels = manifest.metadata.labels
     if manifest.kind == "InferenceDeployment" and "modelplane.io/deployment" not in labels:
         # A deployment is a parent object whose controller creates one job per replica.
         from modelplane.api.routes.deployments import create_deployment
 
         out = create_deployment(state, doc)
-        if out.get("unchanged"):
+        if out.get("unchanged") or out.get("configured"):
             response.status_code = 200
         return out
     try:

@@ -97,8 +97,17 @@ class ReadFiles(_SourceReader):
         fsspec = require("fsspec")
         fmt = file_format(self.src, url)
         name = self.src.name
-        with fsspec.open(url, "rb", compression="infer", **self.src.storage_options) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        from fsspec.compression import compr
+        from fsspec.utils import infer_compression
+
+        from modelplane.data.sensitive import decrypting
+
+        with fsspec.open(url, "rb", **self.src.storage_options) as raw:
+            # A sensitive dataset's file is decrypted with the key the control plane releases to
+            # this (confidential) job; compression applies to the plaintext.
+            stream = decrypting(raw, url)
+            codec = infer_compression(url)
+            text = io.TextIOWrapper(compr[codec](stream, mode="rb") if codec else stream, encoding="utf-8", newline="")
             batch: list[Any] = []
             if fmt == "csv":
                 reader = csv.DictReader(text)

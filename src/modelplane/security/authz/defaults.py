@@ -99,6 +99,10 @@ PLATFORM_ADDITIONS = """\
 permit (principal, action in [Action::"read", Action::"write"], resource)
 when { principal.role == "admin" && (resource is Job || resource is Queue) };
 
+@id("platform-admins-manage-dataset-protection")
+permit (principal, action in [Action::"read", Action::"write"], resource is Dataset)
+when { principal.role == "admin" };
+
 @id("admins-read-the-audit-log")
 permit (principal, action == Action::"read", resource is AuditLog)
 when { principal.role == "admin" };
