@@ -3,18 +3,21 @@
 For each noise multiplier the same model, data, batch size and epochs are trained with Opacus;
 epsilon is the PRV accountant's at delta=1e-5 (RDP alongside). Also checks the accountant against
 the published MNIST setting (q=256/60000, sigma=1.1, 14,062 steps). Writes a PNG of the curve to
-benchmarks/out/privacy_dp_curve.png; prints one JSON object; progress goes to stderr.
+``--out-dir`` (default benchmarks/out/, git-ignored; never into the shared data folder); prints one
+JSON object with the PNG's absolute path; progress goes to stderr.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/privacy_dp.py
+    PYTHONPATH=src .venv/bin/python benchmarks/privacy_dp.py [--out-dir /tmp/bench]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,11 +45,15 @@ def model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "out",
+                    help="where the PNG goes (created if missing)")
+    args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     x, y, xt, yt = data()
 
-    def loader() -> torch.utils.data.DataLoader:
+    def loader() -> Any:
         torch.manual_seed(0)
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH, shuffle=True)
 
@@ -56,7 +63,8 @@ def main() -> None:
     for _ in range(EPOCHS):
         for xb, yb in loader():
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(base(xb), yb).backward()
+            loss: Any = torch.nn.functional.cross_entropy(base(xb), yb)
+            loss.backward()
             opt.step()
     baseline = {"test_accuracy": round(accuracy(base, xt, yt), 4), "seconds": round(time.perf_counter() - started, 2)}
     points = []
@@ -75,8 +83,8 @@ def main() -> None:
         })
     for p in points:
         p["accuracy_ratio_vs_nonprivate"] = round(p["test_accuracy"] / baseline["test_accuracy"], 4)
-    png = Path(__file__).resolve().parent / "out" / "privacy_dp_curve.png"
-    png.parent.mkdir(exist_ok=True)
+    png = args.out_dir.resolve() / "privacy_dp_curve.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +108,7 @@ def main() -> None:
             "prv": round(epsilon_for(1.1, 256 / 60000, 14062, 1e-5, "prv"), 3),
             "anchor": "2.60 RDP / 2.38 PLD",
         },
-        "png": str(png.relative_to(png.parents[2])),
+        "png": str(png),
     }, indent=1))
 
 

@@ -87,6 +87,11 @@ def make_controllers(names: tuple[str, ...], settings: Settings, store: Store, b
         elif name == "scheduler":
             out.append(SchedulerController(store, make_scheduler(settings.scheduler), clock))
         elif name == "jobs":
+            from modelplane.control.privacy import PrivacyBudgetController
+
+            # Before the job controller in each round: a rank's last epsilon report is usually
+            # recorded before its exit is seen (control/privacy.py).
+            out.append(PrivacyBudgetController(store, settings.home / "runtime"))
             out.append(JobController(
                 store, backend, clock, runtime_dir=settings.home / "runtime",
                 checkpoint_root=settings.checkpoint_root or str((settings.home / "checkpoints").resolve()),

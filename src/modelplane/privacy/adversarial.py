@@ -56,13 +56,23 @@ ATTACKS: dict[str, Callable[[Any, Any, Any, AttackConfig], Any]] = {"fgsm": fgsm
 
 
 def attack(model: Any, x: Any, y: Any, config: AttackConfig) -> Any:
+    """``x`` perturbed by ``config``'s attack, computed in eval mode.
+
+    An Opacus ``GradSampleModule`` (a DP-SGD model) has its per-example hooks switched off
+    meanwhile: the attack's input gradients are not a training step, and in eval mode its backward
+    hook would find no stored activations and fail."""
     config.validate()
     was_training = model.training
+    hooks = getattr(model, "hooks_enabled", False) and hasattr(model, "disable_hooks")
+    if hooks:
+        model.disable_hooks()
     model.eval()
     try:
         return ATTACKS[config.name](model, x, y, config)
     finally:
         model.train(was_training)
+        if hooks:
+            model.enable_hooks()
 
 
 def adversarial_train_epoch(model: Any, optimizer: Any, data_loader: Any, config: AttackConfig,

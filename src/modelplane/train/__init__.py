@@ -10,6 +10,7 @@ from modelplane.train.context import DistributedInfo, TrainContext, init
 from modelplane.train.heartbeat import CallbackHeartbeat, FileHeartbeat, Heartbeat
 from modelplane.train.policy import SavePolicy, young_interval
 from modelplane.train.preempt import PreemptionWatcher
+from modelplane.train.privacy_hooks import PrivacyBudgetExhausted, PrivateTraining, make_private
 
 __all__ = [
     "CallbackHeartbeat",
@@ -17,8 +18,11 @@ __all__ = [
     "FileHeartbeat",
     "Heartbeat",
     "PreemptionWatcher",
+    "PrivacyBudgetExhausted",
+    "PrivateTraining",
     "SavePolicy",
     "TrainContext",
     "init",
+    "make_private",
     "young_interval",
 ]
