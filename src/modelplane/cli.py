@@ -162,8 +162,12 @@ def apply(file: Annotated[Path, typer.Option("--file", "-f", help="YAML manifest
             out.print(f"queue/{res['name']} configured")
         else:
             res = _guard(client.post, "/jobs", json=doc)
-            verb = "unchanged" if res.get("unchanged") else "created"
-            out.print(f"{res['kind'].lower()}/{res['name']} {verb} (queue {res['queue']}, state {res['state']})")
+            verb = "unchanged" if res.get("unchanged") else "configured" if res.get("configured") else "created"
+            extra = ""
+            if res.get("configured"):  # a deployment: a new revision rolls out, or the change applied in place
+                rev = res["revision"]["number"]
+                extra = f", rolling out revision {rev}" if res.get("rollout") else f", revision {rev} updated in place"
+            out.print(f"{res['kind'].lower()}/{res['name']} {verb} (queue {res['queue']}, state {res['state']}{extra})")
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
@@ -263,10 +267,21 @@ def get_deployments() -> None:
     rows = []
     for d in res["items"]:
         seen = d["status"].get("observed") or {}
-        rows.append([d["name"], d["model"], f"{d['ready']}/{d['desired']}",
+        rows.append([d["name"], d["model"], _revision_cell(d), f"{d['ready']}/{d['desired']}",
                      f"{seen.get('inFlight', 0):.1f}" + (f"+{seen['waiting']:.0f}" if seen.get("waiting") else ""),
                      f"{seen.get('rps', 0):.1f}", d["state"], _age(d["createdAt"])])
-    _table(["NAME", "MODEL", "READY/DESIRED", "IN-FLIGHT", "RPS", "STATE", "AGE"], rows)
+    _table(["NAME", "MODEL", "REVISION", "READY/DESIRED", "IN-FLIGHT", "RPS", "STATE", "AGE"], rows)
+
+
+def _revision_cell(d: dict[str, Any]) -> str:
+    """``2``; ``1->2`` while revision 2 rolls out; ``1 (2 failed)`` after its rollout stopped."""
+    rev = d.get("revision") or {}
+    serving, rollout = rev.get("serving") or rev.get("number", 1), rev.get("rollout")
+    if rollout is None:
+        return str(serving)
+    if rollout.get("phase") == "Failed":
+        return f"{serving} ({rollout['number']} failed)"
+    return f"{serving}->{rollout['number']}"
 
 
 @describe_app.command("deployment")
@@ -277,6 +292,18 @@ def describe_deployment(name: str) -> None:
     out.print(f"[bold]InferenceDeployment/{d['name']}[/bold]  team {d['team']}, queue {d['queue']}")
     out.print(f"  model {d['model']}" + (f" -> {st['modelRef']}" if st.get("modelRef") else ""), highlight=False)
     out.print(f"  state [bold]{d['state']}[/bold]  ready {d['ready']}/{d['desired']}", highlight=False)
+    serving, rollout = st.get("revision") or {}, st.get("rollout")
+    if serving:
+        out.print(f"  revision {serving['number']} ({serving['hash']}) serving model {serving.get('modelRef')}",
+                  highlight=False)
+    if rollout:
+        new = [r for r in st.get("replicas", []) if r.get("revisionHash") == rollout["hash"]]
+        line = (f"  rollout to revision {rollout['number']} ({rollout['hash']}): {rollout['phase']}, "
+                f"{sum(bool(r['ready']) for r in new)}/{d['desired']} new replicas ready, "
+                f"{rollout.get('failures', 0)} failed")
+        out.print(line if rollout["phase"] != "Failed" else f"[red]{escape(line)}[/red]", highlight=False)
+        if rollout.get("message"):
+            out.print(f"    {escape(rollout['message'])}", highlight=False)
     if st.get("error"):
         out.print(f"  [red]error:[/red] {escape(st['error'])}", highlight=False)
     auto = (d["manifest"].get("spec") or {}).get("autoscaling")
@@ -290,8 +317,9 @@ def describe_deployment(name: str) -> None:
     out.print("  replicas:")
     for r in st.get("replicas", []):
         flag = "ready" if r["ready"] else ("draining" if r["draining"] else "not ready")
-        out.print(f"    {r['name']:<24} {r['state']:<10} {flag:<10} {r['node'] or '-':<12} {r['endpoint'] or '-'}",
-                  highlight=False)
+        rev = f"rev {r['revision']}" if r.get("revision") is not None else "rev -"
+        out.print(f"    {r['name']:<24} {rev:<7} {r['state']:<10} {flag:<10} {r['node'] or '-':<12} "
+                  f"{r['endpoint'] or '-'}", highlight=False)
     out.print("  events:")
     for e in st.get("events", [])[-15:]:
         out.print(f"    {time.strftime('%H:%M:%S', time.localtime(e['time']))} {e['reason']:<16} {escape(e['message'])}",

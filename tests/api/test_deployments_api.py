@@ -36,10 +36,55 @@ def test_applying_an_inference_deployment_creates_a_deployment_not_a_job(client)
     assert [d["name"] for d in client.get("/api/v1/deployments").json()["items"]] == ["digits"]
     one = client.get("/api/v1/deployments/digits").json()
     assert one["manifest"] == doc and one["desired"] == 1 and one["ready"] == 0
+    assert one["revision"]["number"] == 1 and len(one["revision"]["hash"]) == 10
     again = client.post("/api/v1/jobs", json=doc)
     assert again.status_code == 200 and again.json()["unchanged"] is True
-    other = client.post("/api/v1/deployments", json=deployment_doc(replicas=2))
-    assert other.status_code == 409 and "different spec" in other.json()["message"]
+
+
+def test_applying_a_changed_deployment_updates_it_in_place_or_as_a_new_revision(client):
+    auto = {"minReplicas": 1, "maxReplicas": 3, "targetConcurrency": 2}
+    assert client.post("/api/v1/jobs", json=deployment_doc(autoscaling=auto)).status_code == 201
+    first = client.get("/api/v1/deployments/digits").json()["revision"]
+    # Replicas, autoscaling, guards, strategy: in place, same revision.
+    doc = deployment_doc(replicas=2, autoscaling=auto | {"maxReplicas": 5})
+    doc["spec"] |= {"guards": {"input": ["injection"]}, "strategy": {"maxSurge": "50%", "maxUnavailable": 1}}
+    r = client.post("/api/v1/jobs", json=doc)
+    assert r.status_code == 200 and r.json()["configured"] is True and r.json()["rollout"] is False, r.text
+    d = client.get("/api/v1/deployments/digits").json()
+    assert d["revision"]["number"] == 1 and d["revision"]["hash"] == first["hash"] and d["manifest"] == doc
+    # What a replica runs changed: a new revision.
+    doc["spec"]["template"]["env"] = {"OMP_NUM_THREADS": "1"}
+    r = client.post("/api/v1/deployments", json=doc)
+    assert r.status_code == 200 and r.json()["rollout"] is True and r.json()["revision"]["number"] == 2
+    assert client.post("/api/v1/deployments", json=doc).json()["unchanged"] is True
+    # Fields that cannot change, an unknown model, a strategy that cannot progress: refused, nothing changed.
+    moved = client.post("/api/v1/deployments", json=doc | {"metadata": {"name": "digits", "team": "research"}})
+    assert moved.status_code == 409 and moved.json()["field"] == "metadata.team" and moved.json()["hint"]
+    ghost = client.post("/api/v1/deployments", json=doc | {"spec": doc["spec"] | {"model": "registry://ghost:1"}})
+    assert ghost.status_code == 404 and ghost.json()["field"] == "spec.model" and "ghost" in ghost.json()["message"]
+    stuck = client.post("/api/v1/deployments",
+                        json=doc | {"spec": doc["spec"] | {"strategy": {"maxSurge": 0, "maxUnavailable": 0}}})
+    assert stuck.status_code == 422 and "both be 0" in stuck.json()["message"]
+    assert client.get("/api/v1/deployments/digits").json()["revision"]["number"] == 2
+
+
+def test_reapplying_after_a_promotion_rolls_out_the_new_version(client):
+    """``digits@production`` is pinned to the version it names at apply time: the same manifest
+    applied again after a promotion is a new revision; applied again without one, a no-op."""
+    onnx = MODEL.read_bytes()
+    assert client.post("/api/v1/models", params={"name": "digits", "stage": "production"}, content=onnx).status_code == 201
+    doc = deployment_doc(model="registry://digits@production")
+    assert client.post("/api/v1/deployments", json=doc).status_code == 201
+    d = client.get("/api/v1/deployments/digits").json()
+    assert (d["revision"]["number"], d["revision"]["model"]) == (1, "digits:1") and d["manifest"] == doc
+    assert client.post("/api/v1/deployments", json=doc).json()["unchanged"] is True
+    assert client.post("/api/v1/models", params={"name": "digits", "stage": "production"}, content=onnx).status_code == 201
+    r = client.post("/api/v1/deployments", json=doc)
+    assert r.status_code == 200 and r.json()["rollout"] is True
+    assert (r.json()["revision"]["number"], r.json()["revision"]["model"]) == (2, "digits:2")
+    # The same version named explicitly is the same revision.
+    r = client.post("/api/v1/deployments", json=doc | {"spec": doc["spec"] | {"model": "registry://digits:2"}})
+    assert r.json()["configured"] is True and r.json()["rollout"] is False
 
 
 def test_bad_deployments_are_refused_with_the_field_named(client):
@@ -117,3 +162,25 @@ def test_a_full_gateway_answers_429_with_retry_after(client, store):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_gateway_takes_changed_guards_in_place(client):
+    """Guards are an in-place change: the API's gateway swaps them without dropping the deployment's
+    replica list (the regex PII engine: no model to load)."""
+    import time
+
+    serving = client.app.state.deployment_gateway
+    assert client.post("/api/v1/deployments", json=deployment_doc()).status_code == 201
+    doc = deployment_doc()
+    doc["spec"]["guards"] = {"output": ["pii"], "piiEngine": "regex", "denyList": ["nightingale"]}
+    deadline = time.time() + 10
+    while "digits" not in serving.gateway.deployments():
+        assert time.time() < deadline, "the gateway never saw the deployment"
+        time.sleep(0.1)
+    assert serving.gateway._get("digits").config.guards is None
+    r = client.post("/api/v1/deployments", json=doc)
+    assert r.status_code == 200 and r.json()["rollout"] is False
+    while (guards := serving.gateway._get("digits").config.guards) is None:
+        assert time.time() < deadline, "the gateway kept the old guards"
+        time.sleep(0.1)
+    assert [g.name for g in guards.output_guards] == ["pii"]

@@ -256,3 +256,146 @@ def test_a_failing_replica_is_replaced_with_growing_backoff(pool: Store, tmp_pat
         now[0] += 0.2
         c.reconcile()
         assert len(children(pool)) == 1
+
+
+# -- rolling updates ------------------------------------------------------------------------------
+
+@given(desired=st.integers(0, 8), surge=st.integers(0, 3), unavailable=st.integers(0, 3),
+       old=st.integers(0, 8), new=st.integers(0, 8), data=st.data())
+def test_a_rollout_step_keeps_availability_and_the_surge_bound_and_always_finishes(
+        desired: int, surge: int, unavailable: int, old: int, new: int, data: st.DataObject):
+    from modelplane.control.deployments import plan_rollout
+
+    if surge == unavailable == 0:
+        surge = 1  # RolloutStrategy.bounds never returns both zero
+    old_ready = data.draw(st.integers(0, old))
+    new_ready = data.draw(st.integers(0, new))
+    step = plan_rollout(desired, surge, unavailable, new, new_ready, old, old_ready)
+    total, ready = new + old, new_ready + old_ready
+    assert 0 <= step.create <= max(0, desired - new)
+    assert total + step.create <= max(total, desired + surge)
+    assert 0 <= step.drop_unready_old <= old - old_ready and 0 <= step.drop_ready_old <= old_ready
+    assert ready - step.drop_ready_old >= min(ready, desired - unavailable)  # never below the floor by our hand
+
+    # Liveness: replicas created in one round are ready the next; the old revision is gone and the
+    # new one at the desired count within a bounded number of rounds.
+    new_total, new_ready_n, old_total, old_ready_n = 0, 0, old, old
+    for _ in range(2 * (desired + old) + 4):
+        s = plan_rollout(desired, surge, unavailable, new_total, new_ready_n, old_total, old_ready_n)
+        assert new_ready_n + old_ready_n - s.drop_ready_old >= min(new_ready_n + old_ready_n, desired - unavailable)
+        new_ready_n = new_total  # last round's creations became ready
+        new_total += s.create
+        old_total -= s.drop_unready_old + s.drop_ready_old
+        old_ready_n -= s.drop_ready_old
+        if new_total > desired:  # the controller scales the new revision down to the desired count
+            new_ready_n, new_total = min(new_ready_n, desired), desired
+    assert old_total == 0 and new_total == desired
+
+
+def _apply(store: Store, doc: dict[str, Any]) -> None:
+    """What ``modelplane apply`` stores for a changed deployment (see api.routes.deployments)."""
+    from modelplane.api.routes.deployments import _update_deployment
+    from modelplane.core.spec import parse_manifest
+
+    class _State:
+        pass
+
+    state = _State()
+    state.store = store  # type: ignore[attr-defined]
+    _update_deployment(state, store.get_deployment(doc["metadata"]["name"]), doc, parse_manifest(doc))  # type: ignore[arg-type]
+
+
+def test_a_rollout_whose_replicas_keep_failing_stops_and_the_old_revision_keeps_serving(pool: Store, tmp_path: Path):
+    now = [1000.0]
+    pool.create_deployment(deployment_doc(replicas=1))
+    c = DeploymentController(pool, lambda: now[0], cache_dir=tmp_path / "cache", rollout_max_failures=2)
+    c.reconcile()
+    (old,) = children(pool)
+    changed = deployment_doc(replicas=1)
+    changed["spec"]["template"]["env"] = {"BROKEN": "1"}
+    _apply(pool, changed)
+    c.reconcile()
+    d = pool.get_deployment("digits")
+    assert d.status["rollout"]["phase"] == "Progressing" and d.status["phase"] == "Updating"
+    assert d.status["revision"]["number"] == 1
+    assert [e["reason"] for e in d.status["events"]][-2:] == ["RolloutStarted", "ModelResolved"]
+    for _ in range(2):
+        new = [k for k in children(pool) if k.name != old.name]
+        assert len(new) == 1 and new[0].manifest_doc["spec"]["template"]["env"] == {"BROKEN": "1"}
+        assert new[0].manifest_doc["metadata"]["annotations"]["modelplane.io/revision"] == "2"
+        pool.transition_job(new[0].id, JobState.FAILED, "TaskFailed", "rank 0 failed: exit code 3")
+        c.reconcile()
+        now[0] += 10
+        c.reconcile()
+    d = pool.get_deployment("digits")
+    assert d.status["rollout"]["phase"] == "Failed" and d.status["revision"]["number"] == 1
+    failed = next(e for e in d.status["events"] if e["reason"] == "RolloutFailed")
+    assert "2 of its replicas failed" in failed["message"] and "exit code 3" in failed["message"]
+    assert [k.name for k in children(pool)] == [old.name] and not children(pool)[0].cancel_requested
+    # The old revision still scales, from its own template.
+    more = changed | {"spec": changed["spec"] | {"replicas": 2}}
+    _apply(pool, more)
+    c.reconcile()
+    kids = children(pool)
+    assert len(kids) == 2 and all("env" not in k.manifest_doc["spec"]["template"] for k in kids)
+    # Applying the serving spec again is revision 3 of the same hash: nothing restarts.
+    _apply(pool, deployment_doc(replicas=2))
+    c.reconcile()
+    d = pool.get_deployment("digits")
+    assert d.status["rollout"] is None and d.status["revision"]["number"] == 3
+    assert any(e["reason"] == "RolledBack" and "stays stopped" in e["message"] for e in d.status["events"])
+    assert [k.name for k in children(pool)] == [k.name for k in kids]
+
+
+def test_a_rollout_to_a_model_that_cannot_be_loaded_stops_at_once(pool: Store, tmp_path: Path):
+    pool.create_deployment(deployment_doc(replicas=1))
+    c = controller(pool, tmp_path)
+    c.reconcile()
+    (old,) = children(pool)
+    _apply(pool, deployment_doc(model=str(tmp_path / "missing.onnx")))
+    c.reconcile()
+    d = pool.get_deployment("digits")
+    assert d.status["rollout"]["phase"] == "Failed" and "missing.onnx" in d.status["rollout"]["message"]
+    assert [e["reason"] for e in d.status["events"]][-2:] == ["RolloutStarted", "RolloutFailed"]
+    assert [k.name for k in children(pool)] == [old.name] and d.status["phase"] != "Failed"
+
+
+def test_a_replica_endpoint_is_on_the_address_its_backend_reports(tmp_path: Path):
+    """A backend that runs tasks on other hosts (Ray: the node's IP) reports where each one is; the
+    replica's endpoint, and so the gateway, use it. The local backend reports nothing: 127.0.0.1."""
+    import dataclasses
+
+    from modelplane.control.jobs import _host
+
+    class RemoteLooking(LocalBackend):  # the real local launch, reporting an address as Ray's does
+        def _launch(self, tasks):  # type: ignore[no-untyped-def]
+            return [dataclasses.replace(s, address="10.1.2.3") for s in super()._launch(tasks)]
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue("inference", team="product"))
+    loop = ReconcileLoop([SchedulerController(store, make_scheduler("default"), time.time),
+                          JobController(store, RemoteLooking(tmp_path / "backend"), time.time, stop_grace_seconds=5),
+                          controller(store, tmp_path)])
+    store.create_deployment(deployment_doc(replicas=1))
+    try:
+        deadline = time.time() + 30
+        while not (kids := children(store)) or not store.list_tasks(kids[0].id) \
+                or not store.list_tasks(kids[0].id)[0].endpoint:
+            assert time.time() < deadline, "the replica was never launched"
+            loop.run_once()
+            time.sleep(0.2)
+        endpoint = store.list_tasks(kids[0].id)[0].endpoint
+        assert endpoint.startswith("http://10.1.2.3:") and int(endpoint.rsplit(":", 1)[1]) > 0
+    finally:
+        store.update_deployment("digits", deleting=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            loop.run_once()
+            try:
+                store.get_deployment("digits")
+            except NotFound:
+                break
+            time.sleep(0.2)
+        store.close()
+    assert (_host(""), _host("10.0.0.5"), _host("fd00::1")) == ("127.0.0.1", "10.0.0.5", "[fd00::1]")

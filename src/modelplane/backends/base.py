@@ -60,6 +60,7 @@ class TaskStatus:
     exit_code: int | None = None
     message: str = ""
     handle: str = ""  # backend-specific identity, stored so that a restarted control plane can re-adopt
+    address: str = ""  # the host the task is reached at (Ray: its node's IP); empty: the control plane's host
 
 
 class Backend(ABC):

@@ -264,7 +264,8 @@ class RayBackend(Backend):
                                            message=f"{info.get('error')}; fix the job's command or workingDir"))
             else:
                 statuses.append(TaskStatus(job_id, t.rank, TaskPhase.RUNNING, handle=handle,
-                                           message=f"pid {info.get('task_pid')} on {t.node} ({info.get('ip')})"))
+                                           message=f"pid {info.get('task_pid')} on {t.node} ({info.get('ip')})",
+                                           address=str(info.get("ip") or "")))
         return statuses
 
     # -- watching ----------------------------------------------------------------------------------

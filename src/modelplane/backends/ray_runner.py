@@ -63,6 +63,7 @@ class TaskRunner:
         full.update(env)
         full["MODELPLANE_RAY_NODE_ID"] = where["node_id"]
         full["MODELPLANE_RAY_NODE_IP"] = where["ip"]
+        full.setdefault("MODELPLANE_HOST", where["ip"])  # a server listens where its endpoint says (serve.replica)
         workdir = cwd or os.getcwd()
         problem = None
         if not os.path.isdir(workdir):

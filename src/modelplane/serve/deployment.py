@@ -1,16 +1,26 @@
-"""From an InferenceDeployment manifest to what runs: the model file, replica commands, gateway config.
+"""From an InferenceDeployment manifest to what runs: the model file, replica commands, gateway config,
+and the revision a manifest stands for.
 
 The deployment controller (owned by the control plane) calls these; nothing here talks to the store.
+
+Revisions: ``modelplane apply`` of a changed deployment stores the manifest with three annotations
+(``REVISION_ANNOTATIONS``): the revision number, a hash of what a replica runs (the spec without
+the fields applied in place, plus the model version a registry reference resolved to when it was
+applied), and that version. A new hash is a new revision, rolled out replica by replica; a change
+of replicas, autoscaling, guards or strategy keeps the hash and applies in place.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from modelplane.core.spec import GuardsSpec, InferenceDeployment
+from modelplane.core.spec import GuardsSpec, InferenceDeployment, parse_manifest
 from modelplane.serve._deps import require
 from modelplane.serve.batching import BatchingConfig
 from modelplane.serve.errors import ModelNotFound
@@ -23,6 +33,69 @@ if TYPE_CHECKING:
     from modelplane.serve.guards.injection import InjectionClassifier
 
 REPLICA_MODULE = "modelplane.serve.replica"
+REVISION_ANNOTATION = "modelplane.io/revision"
+REVISION_HASH_ANNOTATION = "modelplane.io/revision-hash"
+MODEL_REF_ANNOTATION = "modelplane.io/model-ref"
+REVISION_ANNOTATIONS = (REVISION_ANNOTATION, REVISION_HASH_ANNOTATION, MODEL_REF_ANNOTATION)
+# Spec fields that change how many replicas run or what the gateway does, not what a replica runs.
+IN_PLACE_FIELDS = frozenset({"replicas", "autoscaling", "guards", "strategy"})
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What a stored deployment manifest says its replicas run: number, hash, and the model to load
+    (the version pinned at apply time, else ``spec.model`` as written)."""
+
+    number: int
+    hash: str
+    model: str
+
+
+def revision_hash(manifest: InferenceDeployment, model_ref: str | None) -> str:
+    """A short hash of what one replica runs. Computed on the validated spec, so writing a default
+    out (``env: {}``) is no change; the fields applied in place are left out, and the model counts
+    by the version it resolved to (``digits@production`` and ``digits:2`` are the same model while
+    version 2 is in production)."""
+    spec = manifest.spec.model_dump(mode="json", by_alias=True, exclude=set(IN_PLACE_FIELDS) | {"model"})
+    ident = {"spec": spec, "model": model_ref or manifest.spec.model}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def user_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as the user applied it: the revision annotations taken out (and the annotations
+    mapping too when nothing else is in it), so applying it again compares equal."""
+    out = copy.deepcopy(doc)
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+        notes = {k: v for k, v in meta["annotations"].items() if k not in REVISION_ANNOTATIONS}
+        if notes:
+            meta["annotations"] = notes
+        else:
+            meta.pop("annotations")
+    return out
+
+
+def with_revision(doc: dict[str, Any], number: int, digest: str, model_ref: str | None) -> dict[str, Any]:
+    """The manifest to store: the user's, annotated with its revision (and pinned model version)."""
+    out = user_doc(doc)
+    notes = out.setdefault("metadata", {}).setdefault("annotations", {})
+    notes[REVISION_ANNOTATION] = str(number)
+    notes[REVISION_HASH_ANNOTATION] = digest
+    if model_ref:
+        notes[MODEL_REF_ANNOTATION] = model_ref
+    return out
+
+
+def revision_of(doc: dict[str, Any]) -> Revision:
+    """The revision a stored manifest carries; a manifest stored before revisions existed is
+    revision 1 with its hash computed now."""
+    manifest = parse_manifest(doc)
+    assert isinstance(manifest, InferenceDeployment)
+    notes = manifest.metadata.annotations
+    pinned = notes.get(MODEL_REF_ANNOTATION) or None
+    number = int(notes[REVISION_ANNOTATION]) if notes.get(REVISION_ANNOTATION, "").isdigit() else 1
+    digest = notes.get(REVISION_HASH_ANNOTATION) or revision_hash(manifest, pinned)
+    return Revision(number, digest, pinned or manifest.spec.model)
 
 
 def materialize_model(registry: ModelRegistry, ref: str, cache_dir: str | Path) -> tuple[ModelVersion, Path]:

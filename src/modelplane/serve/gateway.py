@@ -86,6 +86,14 @@ class Gateway:
         self._deployments[config.name] = _Deployment(config)
         self.set_replicas(config.name, replicas or [])
 
+    def update_config(self, config: DeploymentConfig) -> None:
+        """Swap a deployment's settings and guards in place (an apply that changed them): its
+        replicas, their outstanding counts and the requests in flight carry on."""
+        dep = self._get(config.name)
+        if config.guards is not None:
+            config.guards.callbacks.append(self._count_decision(config.name))
+        dep.config = config
+
     def remove_deployment(self, name: str) -> None:
         self._deployments.pop(name, None)
 

@@ -161,16 +161,20 @@ def serve_replica(config: ReplicaConfig, *, host: str = "127.0.0.1", port: int =
         uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(drain_timeout_s), access_log=False)
     )
     server.run()
+    if not server.started:  # the model did not load (or the port was taken): a failure, as uvicorn.run says
+        raise SystemExit(3)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m modelplane.serve.replica --model-name m --model-path m.onnx --port 8000``."""
     import argparse
+    import os
 
     p = argparse.ArgumentParser(description="Serve one ONNX model with dynamic batching")
     p.add_argument("--model-name", required=True)
     p.add_argument("--model-path", required=True)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default=None,
+                   help="default: $MODELPLANE_HOST (a remote backend sets its node's address), else 127.0.0.1")
     p.add_argument("--port", type=int, default=None,
                    help="default: $MODELPLANE_PORT (the control plane picks it), else 8000")
     p.add_argument("--max-batch-size", type=int, default=16)
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         a.threads,
     )
     port = a.port if a.port is not None else _env_port()
-    serve_replica(cfg, host=a.host, port=port)
+    serve_replica(cfg, host=a.host or os.environ.get("MODELPLANE_HOST") or "127.0.0.1", port=port)
 
 
 def _env_port() -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from collections import deque
@@ -26,7 +28,17 @@ from modelplane.core.errors import Conflict, InvalidSpec, ModelplaneError, NotFo
 from modelplane.core.spec import InferenceDeployment, parse_manifest
 from modelplane.obs.metrics import GATEWAY_REQUESTS
 from modelplane.security.audit.entry import AuditEntry
-from modelplane.serve.deployment import gateway_config
+from modelplane.serve.deployment import (
+    MODEL_REF_ANNOTATION,
+    REVISION_ANNOTATION,
+    REVISION_HASH_ANNOTATION,
+    gateway_config,
+    is_file_ref,
+    revision_hash,
+    revision_of,
+    user_doc,
+    with_revision,
+)
 from modelplane.serve.errors import NoReplicaAvailable
 from modelplane.serve.gateway import DeploymentConfig, Gateway
 from modelplane.serve.guards.base import Action, DecisionCallback, GuardDecision
@@ -42,38 +54,123 @@ SAMPLE_S = 0.1
 
 
 def deployment_view(state: AppState, d: DeploymentRecord, detail: bool = False) -> dict[str, Any]:
+    """The deployment as the API shows it: the manifest as applied (revision annotations aside),
+    its revision, and the rollout in progress or stopped, if any."""
     out = d.to_dict()
-    if not detail:
+    notes = (d.manifest_doc.get("metadata") or {}).get("annotations") or {}
+    number = str(notes.get(REVISION_ANNOTATION, "1"))
+    rollout = d.status.get("rollout") or None
+    serving = d.status.get("revision") or {}
+    out["revision"] = {"number": int(number) if number.isdigit() else 1, "hash": notes.get(REVISION_HASH_ANNOTATION, ""),
+                       "model": notes.get(MODEL_REF_ANNOTATION, ""), "serving": serving.get("number"),
+                       "rollout": None if rollout is None else {k: rollout.get(k) for k in (
+                           "number", "phase", "message", "failures", "startedAt")}}
+    # The replica templates in the status are the controller's; callers see the rest.
+    out["status"] = {k: v for k, v in d.status.items() if k not in ("revision", "rollout")} | {
+        "revision": {k: v for k, v in serving.items() if k != "template"} if serving else None,
+        "rollout": None if rollout is None else {k: v for k, v in rollout.items() if k != "template"}}
+    if detail:
+        out["manifest"] = user_doc(d.manifest_doc)
+    else:
         out.pop("manifest", None)
     return out
 
 
-def create_deployment(state: AppState, doc: dict[str, Any]) -> dict[str, Any]:
-    """Validate and store an InferenceDeployment; applying the same manifest again is a no-op."""
+def _validate(doc: dict[str, Any]) -> InferenceDeployment:
     manifest = parse_manifest(doc)
-    if manifest.kind != "InferenceDeployment":
+    if not isinstance(manifest, InferenceDeployment):
         raise InvalidSpec(f"kind {manifest.kind!r} is not a deployment", hint="use kind: InferenceDeployment",
                           field="kind")
     if len(manifest.metadata.name) > MAX_NAME:
         raise InvalidSpec(f"metadata.name: a deployment name has at most {MAX_NAME} characters",
                           hint="shorten it: replicas are named <name>-<k>", field="metadata.name")
-    spec: Any = manifest.spec
-    auto = spec.autoscaling
+    auto = manifest.spec.autoscaling
     if auto is not None and auto.min_replicas > auto.max_replicas:
         raise InvalidSpec(f"spec.autoscaling: minReplicas ({auto.min_replicas}) > maxReplicas ({auto.max_replicas})",
                           hint="set minReplicas <= maxReplicas", field="spec.autoscaling")
+    return manifest
+
+
+@functools.lru_cache(maxsize=4)
+def _registry(url: str) -> Any:
+    from modelplane.serve.registry import ModelRegistry
+
+    return ModelRegistry(url)
+
+
+def pin_model(ref: str) -> str | None:
+    """The version a registry reference names now (``digits@production`` -> ``digits:2``), pinned
+    at apply time so that applying again after a promotion rolls the new version out. None for a
+    file or URL (it stands for itself). Raises the registry's error when it does not resolve."""
+    if is_file_ref(ref):
+        return None
+    from modelplane.settings import Settings
+
+    mv = _registry(Settings().resolved_model_registry_url).resolve(ref)
+    return str(mv.ref)
+
+
+def create_deployment(state: AppState, doc: dict[str, Any]) -> dict[str, Any]:
+    """Validate and store an InferenceDeployment. Applying it again unchanged is a no-op; with a
+    changed spec it is an update (``configured``): a new revision (what replicas run changed, or a
+    registry reference now names another version) rolls out replica by replica, anything else
+    (replicas, autoscaling, guards, strategy) applies in place."""
+    manifest = _validate(doc)
+    name = manifest.metadata.name
     try:
-        existing = state.store.get_deployment(manifest.metadata.name)
+        existing = state.store.get_deployment(name)
     except NotFound:
         existing = None
     if existing is not None:
-        if existing.manifest_doc == doc and not existing.deleting:
+        return _update_deployment(state, existing, doc, manifest)
+    state.store.get_queue(manifest.spec.queue)  # a clear 404 naming the queue
+    try:
+        pinned = pin_model(manifest.spec.model)
+    except (ModelplaneError, ValueError):
+        pinned = None  # not registered yet: the controller resolves it later and says why it waits
+    stored = with_revision(doc, 1, revision_hash(manifest, pinned), pinned)
+    return deployment_view(state, state.store.create_deployment(stored))
+
+
+def _update_deployment(state: AppState, existing: DeploymentRecord, doc: dict[str, Any],
+                       manifest: InferenceDeployment) -> dict[str, Any]:
+    name = manifest.metadata.name
+    old_model = str((existing.manifest_doc.get("spec") or {}).get("model", ""))
+    try:
+        pinned = pin_model(manifest.spec.model)
+    except (ModelplaneError, ValueError) as exc:
+        if manifest.spec.model != old_model:
+            message = getattr(exc, "message", str(exc))
+            raise NotFound(f"spec.model: {message}", hint="register the model (modelplane models register) or "
+                           "fix spec.model; nothing was changed", field="spec.model") from None
+        pinned = revision_of(existing.manifest_doc).model if MODEL_REF_ANNOTATION in (
+            (existing.manifest_doc.get("metadata") or {}).get("annotations") or {}) else None
+    digest = revision_hash(manifest, pinned)
+    for _ in range(10):  # the controller rewrites the status every round: retry a lost race
+        if existing.deleting:
+            raise Conflict(f"deployment {name!r} is being deleted", hint="wait for the deletion, then apply again",
+                           field="metadata.name")
+        for what, old, new in (("spec.queue", existing.queue, manifest.spec.queue),
+                               ("metadata.team", existing.team, manifest.metadata.team)):
+            if old != new:
+                raise Conflict(f"{what} of deployment {name!r} cannot change ({old!r} -> {new!r})",
+                               hint=f"delete the deployment and apply it again to move it, or keep {what} {old!r}",
+                               field=what)
+        current = revision_of(existing.manifest_doc)
+        if user_doc(existing.manifest_doc) == user_doc(doc) and current.hash == digest:
             return deployment_view(state, existing) | {"unchanged": True}
-        raise Conflict(f"a deployment named {manifest.metadata.name!r} already exists"
-                       + (" and is being deleted" if existing.deleting else " with a different spec"),
-                       hint="wait for the deletion, or choose another metadata.name", field="metadata.name")
-    state.store.get_queue(spec.queue)  # a clear 404 naming the queue
-    return deployment_view(state, state.store.create_deployment(doc))
+        number = current.number + 1 if current.hash != digest else current.number
+        try:
+            updated = state.store.update_deployment(name, manifest=with_revision(doc, number, digest, pinned),
+                                                    expected_version=existing.resource_version)
+        except Conflict:
+            existing = state.store.get_deployment(name)
+            continue
+        serving = (existing.status.get("revision") or {}).get("hash", current.hash)
+        # A rollout when replicas must change: a spec equal to the serving one (a rollback after a
+        # failed rollout) is taken in place.
+        return deployment_view(state, updated) | {"configured": True, "rollout": serving != digest}
+    raise Conflict(f"deployment {name!r} kept changing while it was applied", hint="apply it again")
 
 
 @router.post("/deployments", status_code=201)
@@ -81,9 +178,11 @@ def apply_deployment(
     state: State, response: Response,
     doc: Annotated[dict[str, Any], Body(description="an InferenceDeployment manifest")],
 ) -> dict[str, Any]:
-    """Create a deployment (``POST /jobs`` with kind InferenceDeployment does the same)."""
+    """Create a deployment, or update it (``POST /jobs`` with kind InferenceDeployment does the same):
+    201 created, 200 unchanged or configured (a changed spec; ``rollout`` says whether replicas are
+    replaced)."""
     out = create_deployment(state, doc)
-    if out.get("unchanged"):
+    if out.get("unchanged") or out.get("configured"):
         response.status_code = 200
     return out
 
@@ -175,6 +274,7 @@ class DeploymentGateway:
     _task: asyncio.Task[None] | None = None
     audit: ApiSecurity | None = None  # where guard decisions are recorded
     history: dict[str, deque[LoadPoint]] = field(default_factory=dict)
+    _guards: dict[str, str] = field(default_factory=dict)  # each deployment's spec.guards, as configured
 
     def count(self, name: str) -> None:
         self._load.setdefault(name, _Load()).served += 1
@@ -244,8 +344,12 @@ class DeploymentGateway:
             reports: list[tuple[str, dict[str, Any]]] = []
             known = set(self.gateway.deployments())
             for d in rows:
+                guards = json.dumps((d.manifest_doc.get("spec") or {}).get("guards"), sort_keys=True)
                 if d.name not in known:
                     self.gateway.add_deployment(await run_in_threadpool(self._config, d))
+                elif self._guards.get(d.name) != guards:  # an apply changed them: swap them in place
+                    self.gateway.update_config(await run_in_threadpool(self._config, d))
+                self._guards[d.name] = guards
                 self.gateway.set_replicas(d.name, [] if d.deleting else list(d.status.get("endpoints", [])))
                 acc = self._load.pop(d.name, _Load())
                 in_flight, waiting = self.gateway.load(d.name)
@@ -263,6 +367,7 @@ class DeploymentGateway:
                     self.gateway.latency_s(d.name) * 1e3))
             for gone in known - {d.name for d in rows}:
                 self.gateway.remove_deployment(gone)
+                self._guards.pop(gone, None)
                 self._load.pop(gone, None)
                 self.history.pop(gone, None)
             if reports:
