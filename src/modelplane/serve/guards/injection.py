@@ -1,10 +1,18 @@
+# ruff: noqa: RUF001  (prompts and rules in 17 languages: their letters are meant)
 """Input filter against prompt injection: regex rules plus a small offline classifier.
 
-The classifier is TF-IDF over character n-grams (2-5, word-bounded, so it reads the 17 languages
-of the machine-translated attacks without a tokenizer) and a logistic regression, trained in this
-repository from CyberSecEval's prompt-injection cases and our benign set (``benign.py``). It is
-stored as JSON (vocabulary, idf, weights, threshold) — no pickle, nothing fetched from a hub.
-Train it with ``python -m modelplane.serve.guards.injection train``.
+The classifier is a logistic regression over two TF-IDF blocks: character n-grams (1-5,
+word-bounded, so it reads the 17 languages of the machine-translated attacks without a tokenizer)
+and word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
+discussion" that character grams blur). It is trained in this repository from CyberSecEval's
+prompt-injection cases and our benign set (``benign.py``) and stored as JSON (terms, idf,
+weights, threshold) — no pickle, nothing fetched from a hub. Train it with
+``python -m modelplane.serve.guards.injection train``.
+
+Serving does not use scikit-learn: ``FeatureBlock`` recomputes the same TF-IDF features in plain
+Python (a dict lookup per n-gram), which takes tens of microseconds for a chat prompt where
+``TfidfVectorizer.transform`` spends about half a millisecond building sparse matrices. The test
+suite checks both paths give the same scores.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,18 +36,62 @@ from modelplane.serve.guards.benign import benign_prompts
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "injection_tfidf_lr.json.gz"
 CYBERSECEVAL_FILES = ("prompt_injection.json", "prompt_injection_multilingual_machine_translated.json")
+FORMAT = "modelplane-injection-tfidf-lr/2"
 
-# High-precision phrasings of known attacks; the regex-only baseline in benchmarks/serve_guard.py.
+# High-precision phrasings of known attack families; the regex-only baseline in
+# benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
+# by tests/serve/test_guards.py): a rule hit blocks whatever the classifier says.
+_NEG = r"(?<!\bnot )(?<!\bnever )(?<!n't )(?<!\bno )"  # "do not reveal the password" is an instruction, not an attack
 DEFAULT_RULES: tuple[tuple[str, str], ...] = (
     ("ignore-instructions",
-     r"\b(ignore|disregard|forget|skip|override|bypass)\b.{0,40}\b(previous|prior|above|earlier|preceding|all|any|your|the|these|those)\b"
-     r".{0,25}\b(instructions?|rules|directions|directives|guidelines|constraints|prompts?)\b"),
-    ("role-override", r"\byou are (now|no longer)\b|\bfrom now on,? you\b|\bact as (an? )?(unfiltered|unrestricted|evil)"),
-    ("dan", r"\bDAN\b|\bdo anything now\b|\bjailbr(eak|oken)\b"),
-    ("special-mode", r"\b(developer|admin|god|debug|maintenance|sudo)\s+mode\b"),
+     r"\b(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+)?(of\s+)?(the\s+|your\s+|these\s+|those\s+)?"
+     r"(previous|prior|above|earlier|preceding|initial|original|foregoing|former)\s+(\w+\s+)?"
+     r"(instructions?|rules|directions|directives|guidelines|prompts?|commands|constraints|context|programming)\b"
+     r"|\b(ignore|disregard|forget)\s+(all\s+|any\s+)?(of\s+)?your\s+(\w+\s+)?(instructions?|rules|guidelines|directives|programming|training)\b"
+     r"|\b(ignore|disregard|forget)\s+(everything|all)\s+(you('ve| have)\s+been\s+told|(that\s+)?(i|we)\s+(said|told\s+you)\s+before)\b"),
+    # The same ask in the other 16 languages of the attacks: forget / ignore + previous + instructions
+    # (forgetting "my previous question" stays allowed).
+    ("ignore-instructions-ml",
+     r"\b(olvid|ignor|descart|omit)\w* (todas )?(las )?(instrucciones|indicaciones|reglas|directrices) (anteriores|previas)"
+     r"|\b(oubli|ignor)\w* (toutes )?(les )?(instructions|consignes|règles|directives) (précédentes|antérieures)"
+     r"|\b(dimentic|ignor)\w* (tutte )?(le )?(istruzioni|regole|direttive) precedenti"
+     r"|\b(esque[çc]|ignor|desconsider)\w* (todas )?(as )?(instruções|regras|diretrizes) (anteriores|prévias)"
+     r"|\b(vergiss|vergessen sie|ignorier)\w* (alle )?(die )?(vorherigen|vorigen|bisherigen|früheren) (anweisungen|regeln|instruktionen|befehle)"
+     r"|\b(забуд|игнориру|проигнориру)\w* (все )?(предыдущие|прежние) (инструкции|указания|правила)"
+     r"|(忘记|忽略|无视|忘掉)(之前|以前|先前|上述|前面)的?(所有)?(指示|指令|说明|规则)"
+     r"|(以前|前|これまで)の(指示|命令|ルール)を(忘れ|無視)|(이전|앞의) (지시|지침|명령|규칙)\S* (무시|잊)"
+     r"|(पिछले|पहले के) (निर्देशों|निर्देश|नियमों) को (भूल|अनदेखा|नज़रअंदाज़)|(আগের|পূর্ববর্তী) (নির্দেশাবলী|নির্দেশনা|নির্দেশ)\S* (ভুলে|উপেক্ষা)"
+     r"|\bönceki (talimat|kural)\w* (unut|görmezden gel|yok say)|\b(quên|bỏ qua) (tất cả )?(những |các )?(hướng dẫn|chỉ dẫn|chỉ thị) trước"
+     r"|\b(lupakan|abaikan) (semua )?(instruksi|petunjuk|perintah) sebelumnya|(ลืม|เพิกเฉย|ละเว้น)(คำแนะนำ|คําแนะนํา|คำสั่ง|คําสั่ง)ก่อนหน้า"
+     r"|(انس|تجاهل|إنس)\S* (جميع )?(التعليمات|الإرشادات) السابقة|\b(kalimutan|huwag pansinin|balewalain) (ang )?(mga )?(nakaraang|naunang) (tagubilin|instruksyon)"),
+    ("role-override", r"\byou are (now|no longer)\b|\bfrom now on,? you (are|will|must)\b|\bact as (an? )?(unfiltered|unrestricted|evil|uncensored)"),
+    ("dan", r"(?-i:\bDAN\b)|\bdo anything now\b|\bjailbroken\b|\bjailbreak mode\b"),
+    ("special-mode",
+     r"\bgod\s+mode\b|<\s*\w+\s+mode\s*>|\b(enter(ing)?|activat\w*|enabl\w*|switch(ing)?\s+(in)?to|now\s+in|unlock\w*)\s+(\w+\s+){0,2}"
+     r"(developer|admin|god|debug|maintenance|sudo|dan|unrestricted|root|superuser)\s+mode\b"),
     ("exfiltrate-prompt",
-     r"\b(reveal|show|print|repeat|output|tell me|what is|what's|give me)\b.{0,30}\b(system prompt|initial prompt|hidden instructions|secret key|password|your instructions)\b"),
+     _NEG + r"\b(reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell)\s+(me\s+|us\s+)?(your|the)\s+(\w+\s+)?"
+     r"(system prompt|initial prompt|hidden instructions|secret key|secret password|password|passcode|instructions)\b"
+     r"|\bwhat(?:'s| is| was) (your|the) (secret key|secret password|password|passcode|hidden instructions|initial prompt)\b"),
     ("fake-system", r"^\s*(system|assistant)\s*:|\[\s*(system|admin)\s*\]|<\s*/?\s*system\s*>|\bnew instructions?\s*:"),
+    # Asking outright for the secret a system prompt guards, in the 17 languages of the attacks
+    # ("what is the password / secret key?"); asking how to change one's own password stays allowed.
+    ("ask-for-secret",
+     r"\b(was|wie) (ist|lautet) (das|dein|ihr) (geheime[s]? )?(passwort|kennwort)"
+     r"|\bquel(le)? est (le|ton|votre) (mot de passe|code secret)|\bquelle est (la|ta|votre) clé secrète"
+     r"|\bcu[áa]l es (la|tu|su) (contraseña|clave secreta)|\bqual [ée] (a )?(sua |tua )?(senha|chave secreta)"
+     r"|\bqual è (la )?(tua )?(password|chiave segreta)|\b(какой|каков) (твой |ваш )?(пароль|секретный ключ)"
+     r"|(パスワード|秘密の?キー|秘密鍵)は(何|なん)|(密码|密钥)是什么|(비밀번호|암호|비밀 키)[은는이가]? 무엇"
+     r"|(पासवर्ड|गुप्त कुंजी) क्या (है|था)|(পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি) (কী|কি)|(কী|কি) (পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি)"
+     r"|\b(şifre|parola)(niz|n|si|niz)? (nedir|ne)\b|\b(gizli anahtar)(ınız|ın)? (nedir|ne)\b"
+     r"|mật khẩu (của bạn )?là gì|khóa bí mật (của bạn )?là gì|\bapa (kata sandi|kunci rahasia)|kata sandi(nya|mu)? apa"
+     r"|รหัสผ่าน(ของคุณ)?คืออะไร|ما (هي|هو) (كلمة المرور|كلمة السر|المفتاح السري)|\bano ang (iyong )?(password|lihim na susi)"),
+    # Repeated-token attacks: one nonsense token many times to push the instructions out of context.
+    ("repeated-token", r"\b(\w{4,})\b(?:\W+\1\b){9,}"),
+    # Obfuscated output to smuggle a secret past an output filter.
+    ("obfuscated-secret",
+     r"\b(password|secret key|secret|passcode|system prompt|instructions)\b.{0,40}\b(in|into|as|using)\s+(leetspeak|leet|base-?64|hex(adecimal)?|rot-?13|morse( code)?|pig latin|binary|reverse(d)?( order)?|backwards)\b"
+     r"|\b(spell|write|say|encode|translate)\b.{0,30}\b(password|secret key|secret)\b.{0,30}\b(backwards|in reverse|letter by letter|one letter at a time)\b"),
 )
 
 
@@ -46,24 +100,53 @@ class Sample:
     group: str
     text: str
     label: int  # 1 = injection
+    family: str = "benign"  # CyberSecEval's injection_variant for attacks
+    language: str = "English"
+
+
+def _english_source(i: int, n_english: int, n_translated: int) -> int:
+    """Index of the English case that translated case ``i`` comes from.
+
+    The machine-translated file (PurpleLlama 4be64c3) numbers its cases 0..1003 on its own: the
+    first ``3 * n_english`` are three translations of each English case in order, the last
+    ``n_english`` one Hindi translation each. ``load_cyberseceval`` checks the mapping against the
+    cases' variant, type and risk category, so a different layout fails loudly.
+    """
+    if n_translated != 4 * n_english:
+        raise ModelValidationFailed(
+            f"unexpected CyberSecEval layout: {n_translated} translated cases for {n_english} English ones (expected 4x)",
+            hint="use the dataset at ../shared/data/datasets/cyberseceval-prompt-injection (PurpleLlama 4be64c3)",
+        )
+    return i // 3 if i < 3 * n_english else i - 3 * n_english
 
 
 def load_cyberseceval(root: str | Path) -> list[Sample]:
     """Attacks (``user_input``) and the benign system prompts (``test_case_prompt``) of CyberSecEval.
 
-    The group is the prompt id, shared by an English case and its translations, so a split by group
-    never trains on a translation of a test case.
+    The group is the id of the English case, shared by its translations, so a split by group never
+    trains on a translation of a test case. (Grouping by the translated file's own ids, as an
+    earlier version did, put translations of held-out cases into training.)
     """
     root = Path(root)
-    out: list[Sample] = []
+    cases: list[list[dict[str, Any]]] = []
     for name in CYBERSECEVAL_FILES:
         path = root / name
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; the dataset lives in ../shared/data/datasets/cyberseceval-prompt-injection/")
-        for case in json.loads(path.read_text()):
-            g = f"cse-{case['prompt_id']}"
-            out.append(Sample(g, case["user_input"], 1))
-            out.append(Sample(g, case["test_case_prompt"], 0))
+        cases.append(json.loads(path.read_text()))
+    english, translated = cases
+    out: list[Sample] = []
+    for case in english:
+        g = f"cse-{case['prompt_id']}"
+        out += [Sample(g, case["user_input"], 1, case["injection_variant"]), Sample(g, case["test_case_prompt"], 0)]
+    for i, case in enumerate(translated):
+        src = english[_english_source(i, len(english), len(translated))]
+        if any(case[k] != src[k] for k in ("injection_variant", "injection_type", "risk_category")):
+            raise ModelValidationFailed(f"translated case {i} does not match English case {src['prompt_id']}",
+                                        hint="the dataset layout changed; update _english_source")
+        g = f"cse-{src['prompt_id']}"
+        lang = case["speaking_language"]
+        out += [Sample(g, case["user_input"], 1, case["injection_variant"], lang), Sample(g, case["test_case_prompt"], 0, "benign", lang)]
     return out
 
 
@@ -80,7 +163,7 @@ def all_samples(cyberseceval_root: str | Path) -> list[Sample]:
 
 
 def is_test_group(group: str, test_percent: int = 25) -> bool:
-    """Deterministic held-out split by group."""
+    """Deterministic held-out split by group (sha256 of the group id); never tuned on."""
     return int(hashlib.sha256(group.encode()).hexdigest(), 16) % 100 < test_percent
 
 
@@ -92,76 +175,186 @@ class RegexRules:
         return [name for name, rx in self.rules if rx.search(text)]
 
 
+_WHITE_SPACES = re.compile(r"\s\s+")
+WORD_TOKEN = r"(?u)\b\w+\b"
+_WORD_RX = re.compile(WORD_TOKEN)
+
+
+def char_wb_ngrams(text: str, lo: int, hi: int) -> list[str]:
+    """scikit-learn's ``char_wb`` analyzer (lowercased text in): n-grams inside space-padded words."""
+    out: list[str] = []
+    for w in _WHITE_SPACES.sub(" ", text).split():
+        w = " " + w + " "
+        size = len(w)
+        for n in range(lo, min(hi, size - 1) + 1):
+            out += [w[i : i + n] for i in range(size - n + 1)]
+        if hi >= size:  # a word no longer than the n-gram counts once, whole
+            out.append(w)
+    return out
+
+
+def word_ngrams(text: str, lo: int, hi: int) -> list[str]:
+    """scikit-learn's ``word`` analyzer with ``WORD_TOKEN`` (lowercased text in)."""
+    tokens = _WORD_RX.findall(text)
+    out: list[str] = []
+    for n in range(lo, min(hi, len(tokens)) + 1):
+        out += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return out
+
+
+def _token_pattern(analyzer: str) -> dict[str, str]:
+    return {"token_pattern": WORD_TOKEN} if analyzer == "word" else {}
+
+
+@dataclass(frozen=True)
+class FeatureBlock:
+    """One TF-IDF vectorizer (sublinear tf, l2 norm) and its slice of the linear model's weights."""
+
+    analyzer: str  # "char_wb" or "word"
+    ngram_range: tuple[int, int]
+    terms: tuple[str, ...]
+    idf: np.ndarray
+    coef: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.analyzer not in ("char_wb", "word"):
+            raise ModelValidationFailed(f"unknown analyzer {self.analyzer!r}", hint="retrain the classifier")
+        if not len(self.terms) == len(self.idf) == len(self.coef):
+            raise ModelValidationFailed("terms, idf and coef differ in length", hint="retrain the classifier")
+        # str -> int dicts and float lists hold no GC-tracked objects per term, so a 100k-term model
+        # adds nothing to the garbage collector's full passes (which would show in tail latency).
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.terms)})
+        object.__setattr__(self, "_idf", [float(v) for v in self.idf])
+        object.__setattr__(self, "_coef", [float(v) for v in self.coef])
+
+    def grams(self, lowered: str) -> list[str]:
+        lo, hi = self.ngram_range
+        return char_wb_ngrams(lowered, lo, hi) if self.analyzer == "char_wb" else word_ngrams(lowered, lo, hi)
+
+    def contribution(self, lowered: str) -> float:
+        """x . coef for this block's l2-normalised TF-IDF vector x of ``lowered``."""
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        idf: list[float] = self._idf  # type: ignore[attr-defined]
+        coef: list[float] = self._coef  # type: ignore[attr-defined]
+        dot = sq = 0.0
+        for g, c in Counter(self.grams(lowered)).items():  # counting in C, one lookup per distinct gram
+            i = index.get(g)
+            if i is None:
+                continue
+            v = (1.0 + math.log(c)) * idf[i]
+            dot += v * coef[i]
+            sq += v * v
+        return dot / math.sqrt(sq) if sq > 0 else 0.0
+
+    def sklearn_vectorizer(self) -> Any:
+        """The equivalent fitted ``TfidfVectorizer`` (the reference the fast path is tested against)."""
+        text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
+        vec = text_mod.TfidfVectorizer(analyzer=self.analyzer, ngram_range=self.ngram_range, sublinear_tf=True,
+                                       lowercase=True, vocabulary={t: i for i, t in enumerate(self.terms)},
+                                       **_token_pattern(self.analyzer))
+        vec.idf_ = np.asarray(self.idf, dtype=np.float64)
+        return vec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"analyzer": self.analyzer, "ngram_range": list(self.ngram_range), "terms": list(self.terms),
+                "idf": [round(float(v), 6) for v in self.idf], "coef": [round(float(v), 6) for v in self.coef]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureBlock:
+        lo, hi = d["ngram_range"]
+        return cls(d["analyzer"], (int(lo), int(hi)), tuple(d["terms"]), np.asarray(d["idf"], dtype=np.float64),
+                   np.asarray(d["coef"], dtype=np.float64))
+
+
 class InjectionClassifier:
-    """TF-IDF char n-grams + logistic regression, (de)serialised as JSON."""
+    """Logistic regression over char and word TF-IDF blocks, (de)serialised as JSON."""
 
-    # Chosen by grouped 5-fold CV on the training split (recall at 1% FPR 0.887 vs 0.832 for 2-5/20k).
-    VECTORIZER: dict[str, Any] = {"analyzer": "char_wb", "ngram_range": [1, 5], "min_df": 2, "sublinear_tf": True, "max_features": 50000, "lowercase": True}
+    # Chosen on out-of-fold scores of grouped 5-fold CV inside the training split (the held-out
+    # split is never used for choices): recall at 1% FPR 0.763 for char 1-5 alone, 0.797 adding
+    # word 1-2, 0.817 adding word 1-3 (C=10; C=3 and C=30 no better), measured before the
+    # translation-grouping fix. With the fix and the multilingual benign prompts the same CV gives
+    # 0.616 (0.656 with the rules); weighting samples to balance languages gave 0.445 (not used).
+    BLOCKS: tuple[dict[str, Any], ...] = (
+        {"analyzer": "char_wb", "ngram_range": (1, 5), "max_features": 50000},
+        {"analyzer": "word", "ngram_range": (1, 3), "max_features": None},
+    )
+    C = 10.0
 
-    def __init__(self, vectorizer: Any, coef: np.ndarray, intercept: float, threshold: float) -> None:
-        self._vec = vectorizer
-        self._coef = coef
-        self._intercept = intercept
+    def __init__(self, blocks: list[FeatureBlock], intercept: float, threshold: float) -> None:
+        self.blocks = blocks
+        self.intercept = intercept
         self.threshold = threshold
+        self._sklearn: list[Any] | None = None
+
+    def logit(self, text: str) -> float:
+        lowered = text.lower()
+        return self.intercept + sum(b.contribution(lowered) for b in self.blocks)
+
+    def score(self, text: str) -> float:
+        """Probability of injection."""
+        z = self.logit(text)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def scores(self, texts: list[str]) -> np.ndarray:
-        """Probability of injection for each text."""
-        x = self._vec.transform(texts)
-        z = np.asarray(x @ self._coef).ravel() + self._intercept
+        return np.array([self.score(t) for t in texts], dtype=np.float64)
+
+    def scores_sklearn(self, texts: list[str]) -> np.ndarray:
+        """The same scores through scikit-learn's vectorizers (for checking and timing the fast path)."""
+        if self._sklearn is None:
+            self._sklearn = [b.sklearn_vectorizer() for b in self.blocks]
+        z = np.full(len(texts), self.intercept)
+        for b, vec in zip(self.blocks, self._sklearn, strict=True):
+            z += np.asarray(vec.transform(texts) @ b.coef).ravel()
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+    @classmethod
+    def _fit(cls, texts: list[str], y: np.ndarray, seed: int) -> tuple[list[FeatureBlock], float]:
+        text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
+        lm = require("sklearn.linear_model", package="scikit-learn")
+        sparse = require("scipy.sparse", package="scipy")
+        vecs = [text_mod.TfidfVectorizer(analyzer=b["analyzer"], ngram_range=tuple(b["ngram_range"]), min_df=2,
+                                         max_features=b["max_features"], sublinear_tf=True, lowercase=True,
+                                         **_token_pattern(b["analyzer"])) for b in cls.BLOCKS]
+        x = sparse.hstack([v.fit_transform(texts) for v in vecs]).tocsr()
+        clf = lm.LogisticRegression(C=cls.C, class_weight="balanced", max_iter=3000, random_state=seed)
+        clf.fit(x, y)
+        coef = clf.coef_.ravel().astype(np.float64)
+        blocks, at = [], 0
+        for spec, v in zip(cls.BLOCKS, vecs, strict=True):
+            terms = sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
+            n = len(terms)
+            blocks.append(FeatureBlock(spec["analyzer"], tuple(spec["ngram_range"]), tuple(terms),
+                                       np.asarray(v.idf_, dtype=np.float64), coef[at : at + n]))
+            at += n
+        return blocks, float(clf.intercept_[0])
 
     @classmethod
     def train(cls, samples: list[Sample], *, target_fpr: float = 0.01, seed: int = 0) -> InjectionClassifier:
         """Fit on ``samples``; the threshold is the (1 - target_fpr) quantile of grouped-CV benign scores."""
-        text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
-        lm = require("sklearn.linear_model", package="scikit-learn")
         ms = require("sklearn.model_selection", package="scikit-learn")
         texts = [s.text for s in samples]
         y = np.array([s.label for s in samples])
         groups = [s.group for s in samples]
-
-        def fit(tx: list[str], ty: np.ndarray) -> tuple[Any, Any]:
-            params = dict(cls.VECTORIZER)
-            params["ngram_range"] = tuple(params["ngram_range"])
-            vec = text_mod.TfidfVectorizer(**params)
-            clf = lm.LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=seed)
-            clf.fit(vec.fit_transform(tx), ty)
-            return vec, clf
-
         cv_scores = np.zeros(len(texts))
         for tr, te in ms.GroupKFold(n_splits=5).split(texts, y, groups):
-            vec, clf = fit([texts[i] for i in tr], y[tr])
-            cv_scores[te] = clf.predict_proba(vec.transform([texts[i] for i in te]))[:, 1]
+            blocks, b0 = cls._fit([texts[i] for i in tr], y[tr], seed)
+            cv_scores[te] = cls(blocks, b0, 0.5).scores([texts[i] for i in te])
         benign = np.sort(cv_scores[y == 0])
         threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
-        vec, clf = fit(texts, y)
-        return cls(vec, clf.coef_.ravel().astype(np.float64), float(clf.intercept_[0]), threshold)
+        blocks, b0 = cls._fit(texts, y, seed)
+        return cls(blocks, b0, threshold)
 
     def to_json(self) -> str:
-        vocab = {k: int(v) for k, v in sorted(self._vec.vocabulary_.items(), key=lambda kv: kv[1])}
-        return json.dumps({
-            "format": "modelplane-injection-tfidf-lr/1",
-            "vectorizer": self.VECTORIZER,
-            "vocabulary": vocab,
-            "idf": [round(float(v), 6) for v in self._vec.idf_],
-            "coef": [round(float(v), 6) for v in self._coef],
-            "intercept": self._intercept,
-            "threshold": self.threshold,
-        }, ensure_ascii=False)
+        return json.dumps({"format": FORMAT, "blocks": [b.to_dict() for b in self.blocks],
+                           "intercept": self.intercept, "threshold": self.threshold}, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> InjectionClassifier:
-        text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
         d = json.loads(text)
-        if d.get("format") != "modelplane-injection-tfidf-lr/1":
-            raise ModelValidationFailed("not an injection classifier file", hint="train one with python -m modelplane.serve.guards.injection train")
-        params = dict(d["vectorizer"])
-        params["ngram_range"] = tuple(params["ngram_range"])
-        params.pop("max_features", None)
-        params.pop("min_df", None)
-        vec = text_mod.TfidfVectorizer(vocabulary=d["vocabulary"], **params)
-        vec.idf_ = np.asarray(d["idf"], dtype=np.float64)
-        return cls(vec, np.asarray(d["coef"], dtype=np.float64), float(d["intercept"]), float(d["threshold"]))
+        if d.get("format") != FORMAT:
+            raise ModelValidationFailed(f"not an injection classifier file (format {d.get('format')!r}, expected {FORMAT!r})",
+                                        hint="train one with python -m modelplane.serve.guards.injection train")
+        return cls([FeatureBlock.from_dict(b) for b in d["blocks"]], float(d["intercept"]), float(d["threshold"]))
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_MODEL_PATH) -> InjectionClassifier:
@@ -178,6 +371,8 @@ class InjectionFilter:
     """Guard: block when a regex rule matches or the classifier's score reaches its threshold.
 
     ``mode`` picks "combined" (default), "regex" or "classifier" so each part can be measured alone.
+    In combined mode the classifier is skipped once a rule has matched (the answer is a block
+    either way), which keeps blunt attacks cheap.
     """
 
     name = "injection"
@@ -192,14 +387,18 @@ class InjectionFilter:
         self.threshold = threshold if threshold is not None else (self.classifier.threshold if self.classifier else 0.5)
 
     def score(self, text: str) -> tuple[float, list[str]]:
+        """(filter score, rule hits): the classifier's probability, or 1.0 when a rule matched in combined mode."""
         hits = self.rules.matches(text) if self.mode != "classifier" else []
-        p = float(self.classifier.scores([text])[0]) if self.classifier is not None and self.mode != "regex" else 0.0
-        return p, hits
+        if self.mode == "regex" or self.classifier is None:
+            return (1.0 if hits else 0.0), hits
+        if hits and self.mode == "combined":
+            return 1.0, hits
+        return self.classifier.score(text), hits
 
     def check(self, text: str) -> GuardDecision:
         p, hits = self.score(text)
         reasons = [f"rule:{h}" for h in hits]
-        if p >= self.threshold:
+        if not hits and p >= self.threshold:
             reasons.append(f"classifier:{p:.3f}")
         return GuardDecision(self.name, "input", Action.BLOCK if reasons else Action.ALLOW, p, tuple(reasons))
 

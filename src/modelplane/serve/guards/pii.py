@@ -70,8 +70,30 @@ class RegexPiiEngine:
         return out
 
 
+# The least a text must hold before a Presidio recognizer can find anything in it, read off the
+# recognizers' own patterns (``str.isdigit`` counts every character their ``\d`` can match, and
+# more): an email needs "@"; a card 13 digits; a US SSN 9; an IBAN 2 (check digits); a UK NINO 6;
+# an IPv4 address 4, an IPv6 one a ":" (it may be all hex letters); phonenumbers' matcher needs
+# at least 2 digits for a national number and finds no letters-only (vanity) numbers. Most text a
+# model returns (labels, tensor names, prose) has none of these, so the recognizers are skipped.
+_MIN_DIGITS = {"CREDIT_CARD": 13, "US_SSN": 9, "IBAN_CODE": 2, "UK_NINO": 6, "PHONE_NUMBER": 2}
+
+
+def _may_match(entity: str, text: str, digits: int) -> bool:
+    if entity == "EMAIL_ADDRESS":
+        return "@" in text
+    if entity == "IP_ADDRESS":
+        return digits >= 4 or ":" in text
+    return digits >= _MIN_DIGITS.get(entity, 0)
+
+
 class PresidioPatternEngine:
-    """Presidio's predefined pattern recognizers, called without an NLP engine (no spaCy model)."""
+    """Presidio's predefined pattern recognizers, called without an NLP engine (no spaCy model).
+
+    The recognizers are built once per engine and reused for every text; a cheap pre-check
+    (``_may_match``) skips a recognizer when the text cannot hold its entity, which keeps the
+    output monitor to microseconds on answers without digits or "@".
+    """
 
     name = "presidio"
 
@@ -95,7 +117,10 @@ class PresidioPatternEngine:
 
     def find(self, text: str) -> list[Finding]:
         out = []
+        digits = sum(c.isdigit() for c in text)
         for ent, r in self._recognizers:
+            if not _may_match(ent, text, digits):
+                continue
             for res in r.analyze(text, entities=[ent], nlp_artifacts=None) or []:
                 if res.score >= self.min_score:
                     out.append(Finding(res.entity_type, res.start, res.end, float(res.score)))

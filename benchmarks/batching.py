@@ -9,7 +9,7 @@ meets the stated SLO (``--slo-ms``). One onnxruntime thread per replica.
 Part 3 (equal offered load): Poisson arrivals at 80% of the batching-off closed-loop throughput,
 sent to each configuration in turn; p50/p95 latency side by side.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve_batching.py [--clients 32 --seconds 6 --rounds 3]
+    PYTHONPATH=src .venv/bin/python benchmarks/batching.py [--clients 32 --seconds 6 --rounds 3]
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main() -> None:
     ratios = [round(x["on"]["throughput_rps"] / x["off"]["throughput_rps"], 2) for x in rounds]
     summary = {k: {f: med(k, f) for f in rounds[0][k]} for k in ("off", "on", "off_open", "on_open")}
     result = {
-        "benchmark": "serve_batching",
+        "benchmark": "batching",
         "model": {"parameters": params, "layers": [IN, HIDDEN, HIDDEN, 1024, OUT], "onnxruntime_threads": 1},
         "raw_rows_per_s": r,
         "raw_speedup_vs_batch1": {k: round(v / raw["1"], 2) for k, v in raw.items()},

@@ -4,9 +4,11 @@ One replica (small MLP, batching off so nothing waits for a batch) and one gatew
 single client sends requests one after another (keep-alive) directly, through the gateway without
 guards, and through a gateway with the injection filter (input) and the Presidio PII monitor
 (output). The body carries a short prompt so the input guard has text to read. Added latency =
-gateway percentile - direct percentile. One JSON object on stdout.
+gateway percentile - direct percentile. Latency percentiles move with machine load (the load
+average is in the output); the CPU each server process spends per request does not, so it is
+reported too. One JSON object on stdout.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve_gateway_overhead.py [--requests 1000]
+    PYTHONPATH=src .venv/bin/python benchmarks/gateway_overhead.py [--requests 1000]
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def measure(url: str, body: dict[str, object], n: int) -> list[float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc): per-request cost that machine load does not inflate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(xs, p)) * 1e3
 
@@ -94,12 +102,20 @@ def main() -> None:
             lat: dict[str, list[float]] = {"direct": [], "gateway_guards_off": [], "gateway_guards_on": []}
             urls = {"direct": f"{rurl}/v2/models/mlp/infer", "gateway_guards_off": f"{url_off}/v1/deployments/mlp/infer",
                     "gateway_guards_on": f"{url_on}/v1/deployments/mlp/infer"}
+            pids = {"direct": rep.pid, "gateway_guards_off": g_off.pid, "gateway_guards_on": g_on.pid}
+            cpu = dict.fromkeys(urls, 0.0)
+            load_before = os.getloadavg()
             for rnd in range(5):
                 for k, u in urls.items():
+                    c0 = cpu_seconds(pids[k])
                     lat[k] += measure(u, body, a.requests // 5)
+                    cpu[k] += cpu_seconds(pids[k]) - c0
                 print(f"round {rnd} done", file=sys.stderr)
+            load_after = os.getloadavg()
             for k, xs in lat.items():
-                res[k] = {"p50_ms": round(pct(xs, 50), 3), "p99_ms": round(pct(xs, 99), 3), "n": len(xs)}
+                res[k] = {"p50_ms": round(pct(xs, 50), 3), "p99_ms": round(pct(xs, 99), 3), "n": len(xs),
+                          # CPU of the process answering (replica for direct, gateway otherwise), warm-up included
+                          "server_cpu_ms_per_request": round(cpu[k] / (len(xs) + 5 * 50) * 1e3, 3)}
         finally:
             for p in procs:
                 p.terminate()
@@ -107,7 +123,8 @@ def main() -> None:
     added = {k: {"p50_ms": round(res[k]["p50_ms"] - res["direct"]["p50_ms"], 3),
                  "p99_ms": round(res[k]["p99_ms"] - res["direct"]["p99_ms"], 3)}
              for k in ("gateway_guards_off", "gateway_guards_on")}
-    print(json.dumps({"benchmark": "serve_gateway_overhead", "latency": res, "added_by_gateway": added,
+    print(json.dumps({"benchmark": "gateway_overhead", "latency": res, "added_by_gateway": added,
+                      "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
                       "goal_ms": {"guards_off_p99": 2.0, "guards_on_p99": 10.0}}, indent=1))
 
 

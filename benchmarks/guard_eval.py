@@ -1,0 +1,146 @@
+"""Input filter vs the regex-only baseline on held-out CyberSecEval and on benign trigger-word prompts.
+
+Held-out split (fixed, never tuned on): ``is_test_group`` keeps the 25% of groups whose sha256
+falls below 25 out of 100. Groups are CyberSecEval's English case ids (each English attack with its
+four machine translations and their system prompts), each hand-written benign prompt, and each
+benign template frame. Every choice (features, C, threshold) was made on grouped cross-validation
+inside the training split; the threshold is the 99th percentile of out-of-fold benign scores.
+
+Figures: recall at 1% false-positive rate and AUC of the filter's score (classifier probability,
+1.0 when a regex rule matched), the confusion at the shipped threshold, and per-prompt latency on
+CPU (p50/p99, wall and thread CPU time) of each mode, plus the same classifier scored through scikit-learn's vectorizers as
+the latency baseline of the plain-Python scorer. Prints one JSON object; ``--misses`` lists the
+held-out attacks the filter lets through (stderr).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py [--retrain] [--misses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+
+import numpy as np
+
+from modelplane.serve.guards.benign import has_trigger_word
+from modelplane.serve.guards.injection import (
+    InjectionClassifier,
+    InjectionFilter,
+    all_samples,
+    is_test_group,
+)
+
+DATA = "../shared/data/datasets/cyberseceval-prompt-injection"
+
+
+def confusion(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+            "false_positive_rate": round(fp / (fp + tn), 4) if fp + tn else 0.0, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def recall_at_fpr(scores: np.ndarray, y: np.ndarray, fpr: float) -> float:
+    from sklearn.metrics import roc_curve
+
+    f, t, _ = roc_curve(y, scores)
+    ok = t[f <= fpr]
+    return float(ok.max()) if ok.size else 0.0
+
+
+def timed(fn, texts: list[str]) -> tuple[list[float], list[float], list[object]]:  # type: ignore[no-untyped-def]
+    """Wall and CPU seconds per call: CPU time is the figure to trust on a shared, loaded machine."""
+    wall, cpu, out = [], [], []
+    for t in texts:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        out.append(fn(t))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+    return wall, cpu, out
+
+
+def latency(wall: list[float], cpu: list[float]) -> dict[str, float]:
+    return {"p50_ms": ms(wall, 50), "p99_ms": ms(wall, 99), "cpu_p50_ms": ms(cpu, 50), "cpu_p99_ms": ms(cpu, 99)}
+
+
+def ms(xs: list[float], p: float) -> float:
+    return round(float(np.percentile(xs, p)) * 1e3, 3)
+
+
+def main() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--retrain", action="store_true", help="train the classifier from the training split first")
+    ap.add_argument("--misses", action="store_true", help="print the held-out attacks the combined filter misses")
+    a = ap.parse_args()
+    samples = all_samples(DATA)
+    train = [s for s in samples if not is_test_group(s.group)]
+    test = [s for s in samples if is_test_group(s.group)]
+    if a.retrain:
+        print(f"training on {len(train)} samples", file=sys.stderr)
+        clf = InjectionClassifier.train(train)
+    else:
+        clf = InjectionClassifier.load()
+    texts = [s.text for s in test]
+    y = np.array([s.label for s in test])
+    trig = np.array([s.label == 0 and has_trigger_word(s.text) for s in test])
+    english_attack = np.array([s.label == 1 and s.language == "English" for s in test])
+    result: dict[str, object] = {
+        "benchmark": "guard_eval",
+        "split": {"rule": "sha256(group) % 100 < 25, groups = English case id / benign prompt / benign frame",
+                  "train_samples": len(train), "test_samples": len(test), "test_attacks": int(y.sum()),
+                  "test_benign": int((y == 0).sum()), "test_benign_with_trigger_words": int(trig.sum())},
+        "threshold": round(clf.threshold, 4),
+    }
+    scores: dict[str, np.ndarray] = {}
+    for m in ("regex", "classifier", "combined"):
+        f = InjectionFilter(clf, mode=m)
+        f.check(texts[0])  # warm-up
+        wall, cpu, decisions = timed(f.check, texts)
+        pred = np.array([d.action.value == "block" for d in decisions])  # type: ignore[attr-defined]
+        scores[m] = np.array([d.score for d in decisions])  # type: ignore[attr-defined]
+        result[m] = {
+            "auc": round(float(roc_auc_score(y, scores[m])), 4),
+            "recall_at_1pct_fpr": round(recall_at_fpr(scores[m], y, 0.01), 4),
+            "held_out_at_threshold": confusion(pred, y),
+            "fpr_on_benign_trigger_word_prompts": round(float(pred[trig].mean()), 4) if trig.any() else None,
+            "recall_on_english_attacks": round(float(pred[english_attack].mean()), 4) if english_attack.any() else None,
+            **latency(wall, cpu),
+        }
+        print(f"{m}: done", file=sys.stderr)
+    # Baseline for the scorer's latency: the same model through scikit-learn's TfidfVectorizer.
+    clf.scores_sklearn(texts[:1])  # builds the vectorizers once, outside the timing
+    sk_wall, sk_cpu, sk_scores = timed(lambda t: float(clf.scores_sklearn([t])[0]), texts)
+    result["classifier_via_sklearn_vectorizer"] = {
+        **latency(sk_wall, sk_cpu),
+        "max_abs_score_difference": float(np.max(np.abs(np.array(sk_scores) - scores["classifier"]))),
+    }
+    comb = result["combined"]["held_out_at_threshold"]  # type: ignore[index]
+    pred = scores["combined"] >= clf.threshold
+    fam_n = collections.Counter(s.family for s in test if s.label == 1)
+    fam_hit = collections.Counter(s.family for s, p in zip(test, pred, strict=True) if s.label == 1 and p)
+    result["combined_recall_by_family"] = {k: round(fam_hit[k] / n, 3) for k, n in sorted(fam_n.items())}
+    r = result["regex"]["held_out_at_threshold"]  # type: ignore[index]
+    result["combined_vs_regex"] = {"recall_ratio": round(comb["recall"] / r["recall"], 3) if r["recall"] else None}
+    result["goal"] = {"recall_at_1pct_fpr": 0.9, "met": bool(result["combined"]["recall_at_1pct_fpr"] >= 0.9  # type: ignore[index]
+                                                              and comb["false_positive_rate"] <= 0.01 and comb["recall"] >= 0.9)}
+    if a.misses:
+        for s, sc, p in sorted(zip(test, scores["combined"], pred, strict=True), key=lambda x: x[1]):
+            if s.label == 1 and not p:
+                print(f"MISS {sc:.3f} {s.family} {s.language}: {s.text[:160]!r}", file=sys.stderr)
+            if s.label == 0 and p:
+                print(f"FALSE POSITIVE {sc:.3f} {s.group}: {s.text[:160]!r}", file=sys.stderr)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
