@@ -218,14 +218,16 @@ class ErasureCodedFile(AbstractBufferedFile):  # type: ignore[misc]
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return bytes(self.fs.store.get(self.path, start, end))
+        store: ErasureCodedStore = self.fs.store
+        return store.get(self.path, start, end)
 
     def _initiate_upload(self) -> None:
         self._writer = self.fs.store.writer(self.path)
 
     def _upload_chunk(self, final: bool = False) -> bool:
         assert self._writer is not None
-        self._writer.write(self.buffer.getvalue())
+        with self.buffer.getbuffer() as view:  # no copy: the writer copies each stripe once anyway
+            self._writer.write(view)
         if final and self.autocommit:
             self.commit()
         return True

@@ -6,7 +6,7 @@ shards (ShardedDataset.read: pread + CRC check). S3 (SeaweedFS started here): on
 vs one ranged GET per sample from the shards, and the shards through the hot cache (memory tier,
 shuffle mode 'shards', so each cached 4 MiB block serves many samples).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/data_smallfiles.py [--files 100000] [--sizes 4096,65536]
+    PYTHONPATH=src .venv/bin/python benchmarks/small_files.py [--files 100000] [--sizes 4096,65536]
         [--s3-files 2000] [--no-s3]
 """
 

@@ -10,7 +10,7 @@ over adjacency lists already in memory (what a naive in-process graph gives), si
 ``api_*`` cells time the upstream route end to end through FastAPI's TestClient (auth, Cedar, name
 lookup, walk, JSON) against the direct store call on the same start nodes.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/data_lineage.py [--edges 1000000] [--queries 200]
+    PYTHONPATH=src .venv/bin/python benchmarks/lineage.py [--edges 1000000] [--queries 200]
         [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--no-postgres] [--no-api]
 """
 

@@ -7,7 +7,7 @@ the dead letter. Features: tokenize(text) hashed into 2^18 buckets, hash_feature
 normalize(score) with given statistics. Output: TFRecord shards (masked CRC32C, google-crc32c) plus
 the JSONL dead letter. Anchor (issue #8): about 10k records/s for such a pipeline on the FnApiRunner.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/data_pipeline.py [--records 1000000] [--redis-records 200000]
+    PYTHONPATH=src .venv/bin/python benchmarks/pipeline.py [--records 1000000] [--redis-records 200000]
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--redis-records", type=int, default=200_000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    result: dict[str, Any] = {"benchmark": "data_pipeline", "runner": "DirectRunner (FnApiRunner, in_memory)",
+    result: dict[str, Any] = {"benchmark": "pipeline", "runner": "DirectRunner (FnApiRunner, in_memory)",
                               "anchor_records_per_s": 10_000}
     try:
         src = tmp / "in.jsonl"
