@@ -41,8 +41,8 @@ def _run(tmp: Path, server_args: list[str], faults: dict[str, str]) -> tuple[lis
     return json.loads((tmp / "out" / "metrics.json").read_text()), wire, shard_paths
 
 
-# Real processes over TCP: a SecAgg+ round is four Flower message round trips, each spawning a
-# ClientApp process per party; on a loaded 2-core machine that is minutes, not seconds.
+# Real processes over TCP: a SecAgg+ round is four Flower message round trips between the server
+# and every party; on a loaded 2-core machine that can take minutes.
 @pytest.mark.timeout(900)
 def test_plain_fedavg_rejects_and_names_bad_parties(tmp_path: Path) -> None:
     rounds, wire, shard_paths = _run(tmp_path, ["--no-secagg"], {"party-1": "nan", "party-2": "scale"})
@@ -58,8 +58,8 @@ def test_plain_fedavg_rejects_and_names_bad_parties(tmp_path: Path) -> None:
     assert appears(first_round_update(shard_paths["party-0"], 0), wire)
 
 
-# Real processes over TCP: a SecAgg+ round is four Flower message round trips, each spawning a
-# ClientApp process per party; on a loaded 2-core machine that is minutes, not seconds.
+# Real processes over TCP: a SecAgg+ round is four Flower message round trips between the server
+# and every party; on a loaded 2-core machine that can take minutes.
 @pytest.mark.timeout(900)
 def test_secagg_rejects_and_names_a_malformed_masked_vector(tmp_path: Path) -> None:
     rounds, _, shard_paths = _run(tmp_path, [], {"party-3": "masked-shape"})

@@ -10,8 +10,10 @@ written, so a broken model never becomes a version. Stages follow MLflow's: a ve
 ``staging``; promoting one to ``production`` archives the previous production version.
 Lineage (training run, checkpoint, dataset) is stored with the version and handed to every
 registered hook, so the data-lineage graph can record the edge model <- checkpoint <- run.
-Writers are assumed to be one control plane; two concurrent writers of the same model may race on
-the version number.
+Writers are the API and jobs that register what they trained (a federation's server): a version
+number is claimed by creating its directory exclusively (atomic on a filesystem; object stores have
+no directories, so there two concurrent writers of one model may still race), and a version whose
+meta.json is not written yet is not listed.
 """
 
 from __future__ import annotations
@@ -101,12 +103,20 @@ class ModelRegistry:
     def versions(self, name: str) -> list[ModelVersion]:
         """All versions of ``name``, oldest first."""
         self._check_name(name)
+        out = []
+        for n in self._numbers(name):
+            try:
+                out.append(self.get(name, n))
+            except ModelNotFound:
+                continue  # being written by another writer: listed once its meta.json is there
+        return out
+
+    def _numbers(self, name: str) -> list[int]:
         base = posixpath.join(self.root, name)
         if not self.fs.exists(base):
             return []
-        nums = sorted(int(posixpath.basename(p.rstrip("/"))) for p in self.fs.ls(base, detail=False)
+        return sorted(int(posixpath.basename(p.rstrip("/"))) for p in self.fs.ls(base, detail=False)
                       if posixpath.basename(p.rstrip("/")).isdigit())
-        return [self.get(name, n) for n in nums]
 
     def get(self, name: str, version: int) -> ModelVersion:
         self._check_name(name)
@@ -129,10 +139,17 @@ class ModelRegistry:
         """Validate the ONNX bytes, store them as the next version (stage ``staging``), run lineage hooks."""
         self._check_name(name)
         validate_onnx(model_bytes)
-        existing = self.versions(name)
-        version = existing[-1].version + 1 if existing else 1
-        d = self._dir(name, version)
-        self.fs.makedirs(d, exist_ok=True)
+        for _ in range(100):
+            taken = self._numbers(name)
+            version = taken[-1] + 1 if taken else 1
+            d = self._dir(name, version)
+            try:
+                self.fs.makedirs(d, exist_ok=False)
+                break
+            except FileExistsError:
+                continue  # another writer claimed this number first: take the next
+        else:
+            raise Conflict(f"could not claim a version number for model {name}", hint="retry the registration")
         uri = posixpath.join(d, "model.onnx")
         with self.fs.open(uri, "wb") as f:
             f.write(model_bytes)

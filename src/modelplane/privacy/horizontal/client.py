@@ -1,7 +1,8 @@
 """A party task of a horizontal FederatedJob: a Flower SuperNode that trains on this party's shard.
 
-The SuperNode connects to the server task's SuperLink (MASTER_ADDR:MASTER_PORT by default), runs
-the ClientApp for each message and keeps this party's shard on this party's placement: only
+The SuperNode (``supernode.py``: Flower's, with the ClientApp run warm in its own process)
+connects to the server task's SuperLink (MASTER_ADDR:MASTER_PORT by default), runs the ClientApp
+for each message and keeps this party's shard on this party's placement: only
 (masked) model parameters leave it. The task ends when the server says the run is over (the
 ClientApp touches a done file), so the job's tasks finish together.
 
@@ -14,6 +15,7 @@ Exit status 0: the run finished; 1: the SuperNode died or the run never finished
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -42,12 +44,6 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Flower SuperNode for one party of a horizontal FederatedJob")
     ap.add_argument("--party", required=True, help="this party's name, as the server reports it")
@@ -57,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--server-grace", type=float, default=60.0,
                     help="give up when the SuperLink has been unreachable this long")
-    ap.add_argument("--inject-fault", default="", choices=["", "nan", "scale", "shape", "masked-shape", "masked-range"],
+    ap.add_argument("--inject-fault", default="", choices=["", "nan", "scale", "shape", "masked-shape", "masked-range", "stall-masking"],
                     help="misbehave on purpose, to exercise the server's screening (testing only)")
     a = ap.parse_args(argv)
     superlink = a.superlink or f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '9092')}"
@@ -69,21 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     except PrivacyError as exc:
         print(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
         return 2
-    exe = Path(sys.executable).parent / "flower-supernode"
-    if not exe.exists():
-        print("error: flower-supernode not found; install the privacy extra: pip install 'modelplane[privacy]'",
+    if importlib.util.find_spec("flwr") is None:
+        print("error: Flower (flwr) is not installed; install the privacy extra: pip install 'modelplane[privacy]'",
               file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix=f"supernode-{a.party}-"))
     done = work / "done"
     node_config = " ".join([f'party="{a.party}"', f'shard="{a.data.resolve()}"', f'done-file="{done}"',
                             f'fault="{a.inject_fault}"', f"seed={a.seed}"])
-    # The SuperExec asks for work every second by default; a party waits on it in every SecAgg+ stage.
     env = dict(os.environ, FLWR_HOME=str(work))
-    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    proc = subprocess.Popen([str(exe), "--insecure", "--superlink", superlink, "--node-config", node_config,
-                             "--port", str(_free_port()), "--max-wait-time", str(int(a.timeout))],
+    # The SuperNode runs this party's ClientApp in its own process, warm (see supernode.py).
+    proc = subprocess.Popen([sys.executable, "-m", "modelplane.privacy.horizontal.supernode", "--insecure",
+                             "--superlink", superlink, "--node-config", node_config,
+                             "--max-wait-time", str(int(a.timeout))],
                             env=env)  # our process group: killing this task kills its SuperNode too
     deadline = time.monotonic() + a.timeout
     host, _, port = superlink.rpartition(":")

@@ -6,11 +6,15 @@ messages that carry its protocol, so the same app serves plain and secure runs.
 
 ``fault`` in the node config makes this party misbehave on purpose, so that the server's screening
 can be exercised with real processes: ``nan`` / ``scale`` / ``shape`` corrupt the plaintext
-parameters, ``masked-shape`` / ``masked-range`` corrupt the SecAgg+ masked vector after masking.
+parameters, ``masked-shape`` / ``masked-range`` corrupt the SecAgg+ masked vector after masking,
+``stall-masking`` hangs when asked for the masked vector (after this party's key shares went out),
+saying so on stdout, so that a test can kill it at exactly that point of the round.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,16 +25,25 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import NDArrays, Scalar, bytes_to_ndarray, ndarray_to_bytes
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from modelplane.privacy.horizontal import model
 from modelplane.privacy.horizontal.data import read_shard
 
 
+@functools.lru_cache(maxsize=4)
+def _shard(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The party's shard, read once per process: the warm executor runs every message here."""
+    x, y = read_shard(path)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
 class PartyClient(NumPyClient):
     def __init__(self, party: str, shard: str, done_file: str, fault: str, seed: int) -> None:
         self.party, self.done_file, self.fault, self.seed = party, done_file, fault, seed
-        self.x, self.y = read_shard(shard)
+        self.x, self.y = _shard(shard)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         if config.get("finished") and self.done_file:
@@ -70,6 +83,19 @@ def secagg_when_asked(msg: Message, ctxt: Context, call_next: ClientAppCallable)
     return call_next(msg, ctxt)
 
 
+STALLED = "stalled before sending its masked vector"  # what a stall-masking party prints
+
+
+def stall_before_masking(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """``fault`` = stall-masking: hang at the masked-vector stage, as a party that dies there would."""
+    if str(ctxt.node_config.get("fault", "")) == "stall-masking":
+        cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+        if cfg is not None and cfg.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
+            print(f"party {ctxt.node_config.get('party')}: {STALLED}", flush=True)
+            time.sleep(3600)
+    return call_next(msg, ctxt)
+
+
 def fault_after_masking(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
     """Corrupts this party's masked vector after SecAgg+ built it (``fault`` = masked-*)."""
     reply = call_next(msg, ctxt)
@@ -88,4 +114,4 @@ def fault_after_masking(msg: Message, ctxt: Context, call_next: ClientAppCallabl
     return reply
 
 
-app = ClientApp(client_fn=client_fn, mods=[fault_after_masking, secagg_when_asked])
+app = ClientApp(client_fn=client_fn, mods=[stall_before_masking, fault_after_masking, secagg_when_asked])

@@ -57,7 +57,9 @@ class Federation:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
+    # As the local backend does: the caller's MODELPLANE_* settings (a registry URL, a rounds count)
+    # are the platform's to hand out, not something a hand-run federation should pick up.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
     src = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     bindir = str(Path(sys.executable).parent)

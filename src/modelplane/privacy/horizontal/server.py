@@ -9,8 +9,14 @@ job succeeds or fails with the federation.
 ``python -m modelplane.privacy.horizontal.server --listen 0.0.0.0:$MASTER_PORT --test-data test.npz
 --output-dir out/ [--rounds 30 --strategy fedavg|fedprox --no-secagg --min-parties 5 ...]``
 
-Exit status 0: the run completed (``out/summary.json``, ``metrics.json``, ``model.npz``);
-1: the run failed (its status on stderr); 2: bad arguments or the SuperLink would not start.
+Under the platform, the number of rounds comes from the job's ``spec.rounds``
+(``$MODELPLANE_FL_ROUNDS``) and the final model is registered in the model registry
+(``$MODELPLANE_MODEL_REGISTRY_URL``) as ONNX under the job's name, with the job as its training run
+(``register.py``).
+
+Exit status 0: the run completed (``out/summary.json``, ``metrics.json``, ``model.npz``, and when
+registered ``model.onnx`` and ``registered.json``); 1: the run failed, or its model could not be
+registered (the reason on stderr); 2: bad arguments or the SuperLink would not start.
 """
 
 from __future__ import annotations
@@ -28,10 +34,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelplane.core.errors import ModelplaneError
 from modelplane.privacy.errors import PrivacyError
 from modelplane.privacy.horizontal.procs import stop_process
+from modelplane.privacy.horizontal.register import REGISTRY_URL_ENV, register_from_env
 
 APP_DIR = Path(__file__).resolve().parent / "app"
+ROUNDS_ENV = "MODELPLANE_FL_ROUNDS"  # the job controller sets it from the FederatedJob's spec.rounds
+
+
+def resolve_rounds(flag: int | None, env: str | None, default: int = 30) -> int:
+    """The number of rounds: the job's spec (via ``env``) and ``--rounds`` must agree when both are given.
+
+    Why not let one win silently: a manifest whose command says ``--rounds 5`` while its spec says
+    ``rounds: 3`` is ambiguous, and whichever won, the job would not do what one of them says.
+    """
+    spec = None
+    if env not in (None, ""):
+        try:
+            spec = int(env)
+        except ValueError:
+            raise PrivacyError(f"{ROUNDS_ENV}={env!r} is not a whole number",
+                               hint="set spec.rounds in the FederatedJob to a positive integer") from None
+    if flag is not None and spec is not None and flag != spec:
+        raise PrivacyError(f"--rounds {flag} contradicts the job's spec.rounds {spec}",
+                           hint="drop --rounds from the server command; spec.rounds is passed to it")
+    rounds = flag if flag is not None else spec if spec is not None else default
+    if rounds < 1:
+        raise PrivacyError(f"rounds must be >= 1, got {rounds}", hint="set spec.rounds (or --rounds) to 1 or more")
+    return rounds
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -111,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="HOST:PORT for the SuperLink (default 0.0.0.0:$MASTER_PORT)")
     ap.add_argument("--test-data", required=True, type=Path, help="the server's held-out .npz (x, y)")
     ap.add_argument("--output-dir", required=True, type=Path)
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help=f"federated rounds (default ${ROUNDS_ENV}, which a FederatedJob sets from spec.rounds, else 30)")
+    ap.add_argument("--model-name", default=None,
+                    help=f"register the final model under this name (default $MODELPLANE_JOB_NAME) when "
+                         f"${REGISTRY_URL_ENV} says where the registry is")
     ap.add_argument("--strategy", choices=["fedavg", "fedprox"], default="fedavg")
     ap.add_argument("--proximal-mu", type=float, default=0.01)
     ap.add_argument("--no-secagg", action="store_true", help="plain FedAvg/FedProx (the server sees each update)")
@@ -126,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-update-norm", type=float, default=50.0)
     ap.add_argument("--timeout", type=float, default=1800.0, help="give up on the whole run after this many seconds")
     a = ap.parse_args(argv)
+    try:
+        rounds = resolve_rounds(a.rounds, os.environ.get(ROUNDS_ENV))
+    except PrivacyError as exc:
+        print(f"error: {exc} ({exc.hint})", file=sys.stderr)
+        return 2
 
     listen = a.listen or f"0.0.0.0:{os.environ.get('MASTER_PORT', '9092')}"
     host, _, port_s = listen.rpartition(":")
@@ -138,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     out = a.output_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_config = {
-        "output-dir": str(out), "test-data": str(a.test_data.resolve()), "rounds": a.rounds,
+        "output-dir": str(out), "test-data": str(a.test_data.resolve()), "rounds": rounds,
         "strategy": a.strategy, "proximal-mu": a.proximal_mu, "secagg": not a.no_secagg,
         "min-parties": a.min_parties, "min-fit-parties": a.min_fit_parties,
         "reconstruction-threshold": a.reconstruction_threshold, "round-timeout": a.round_timeout,
@@ -154,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc} ({exc.hint})", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # State in memory (Flower's default): the run lives as long as this task, and SQLite commits
+    # on every message were a measurable part of each SecAgg+ stage. The SuperExec that starts the
+    # ServerApp asks for work every 0.1 s instead of every second.
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
     superlink = subprocess.Popen(
-        [superlink_bin, "--insecure", "--host", host, "--port", port_s, "--database", str(home / "state.db"),
+        [superlink_bin, "--insecure", "--host", host, "--port", port_s,
          "--disable-runtime-dependency-installation"], env=env)  # our process group: stopping the task stops it
     try:
         _wait_port("127.0.0.1", int(port_s), superlink, 60)
@@ -176,6 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: run {run_id} ended {status}: {details or 'see the SuperLink log above'}", file=sys.stderr)
             return 1
         print(json.dumps(json.loads(summary.read_text())), flush=True)
+        try:
+            registered = register_from_env(out, a.model_name)
+        except ModelplaneError as exc:
+            print(f"error: the run completed but its model was not registered: {exc}"
+                  + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+            return 1
+        if registered is not None:
+            print(f"registered the final model as {registered['ref']} (training run {registered['training_run']})",
+                  flush=True)
         return 0
     except PrivacyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -41,6 +41,7 @@ from flwr.serverapp import Grid, ServerApp
 from modelplane.privacy.horizontal import model
 from modelplane.privacy.horizontal.data import read_shard
 from modelplane.privacy.horizontal.screening import screen_masked_vector, screen_parameters
+from modelplane.privacy.horizontal.supernode import Pacer
 
 app = ServerApp()
 
@@ -84,6 +85,7 @@ class Recorder:
     rejected: list[dict[str, Any]] = field(default_factory=list)  # this round's, moved into the row
     dropped: list[str] = field(default_factory=list)
     contributed: int = 0
+    stages: list[float] = field(default_factory=list)  # seconds of each send-and-wait this round
     last: float = field(default_factory=time.perf_counter)
 
     def reject(self, node_id: int | None, reason: str) -> None:
@@ -93,8 +95,9 @@ class Recorder:
     def close_round(self, server_round: int, loss: float, accuracy: float) -> None:
         now = time.perf_counter()
         self.rounds.append({"round": server_round, "seconds": now - self.last, "loss": loss, "accuracy": accuracy,
-                            "parties": self.contributed, "rejected": self.rejected, "dropped": self.dropped})
-        self.rejected, self.dropped, self.contributed = [], [], 0
+                            "parties": self.contributed, "rejected": self.rejected, "dropped": self.dropped,
+                            "stage_seconds": [round(t, 3) for t in self.stages]})
+        self.rejected, self.dropped, self.contributed, self.stages = [], [], 0, []
         self.path.write_text(json.dumps(self.rounds, indent=1))
         self.last = time.perf_counter()
 
@@ -151,14 +154,14 @@ class ScreenedFedProx(_Screened, FedProx):
 
 
 class PromptGrid:
-    """The run's Grid, polling for replies every 0.2 s instead of Flower's fixed 3 s.
+    """The run's Grid, polling for replies at a pace (10 ms, growing to 0.25 s) instead of Flower's fixed 3 s.
 
     Every SecAgg+ stage is one send-and-wait, so the poll interval is paid four times per round;
     with screening on, replies carrying a malformed masked vector are dropped here (their party
     named), which makes that party a dropout for the rest of the protocol.
     """
 
-    def __init__(self, grid: Grid, recorder: Recorder | None = None, poll: float = 0.2) -> None:
+    def __init__(self, grid: Grid, recorder: Recorder | None = None, poll: float = 0.25) -> None:
         self._grid, self._recorder, self._poll = grid, recorder, poll
         self.modulus: int | None = None
 
@@ -171,19 +174,24 @@ class PromptGrid:
         return out
 
     def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Message]:
+        started = time.perf_counter()
         sent = list(messages)
         waiting = set(self._grid.push_messages(sent))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
+        pace = Pacer(fast=min(0.01, self._poll), slow=self._poll, growth=1.3)
         while waiting:
             got = list(self._grid.pull_messages(waiting))
             replies.extend(got)
             waiting -= {m.metadata.reply_to_message_id for m in got}
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
-            time.sleep(self._poll)
+            if got:
+                pace.active()
+            time.sleep(pace.idle())
         if self._recorder is None:
             return replies
+        self._recorder.stages.append(time.perf_counter() - started)
         out = [m for m in replies if self.modulus is None or not self._malformed(m)]
         answered = {m.metadata.src_node_id for m in replies}
         for m in sent:
