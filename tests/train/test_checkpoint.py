@@ -223,3 +223,102 @@ def test_overlapped_staging_snapshot_is_taken_before_the_next_optimizer_step(tmp
     for a, b in zip(ref[0].parameters(), job2[0].parameters(), strict=True):
         assert torch.equal(a, b)
     mgr2.close()
+
+
+def test_overlapped_snapshot_refuses_state_changed_outside_the_optimizer_step(tmp_path: Path) -> None:
+    """A parameter changed in place while the overlapped copy runs would make the checkpoint a mix
+    of two steps: the save fails instead of committing it, and the previous checkpoint stays."""
+    import threading
+
+    mgr, (model, *_rest) = _manager(tmp_path, overlap_staging=True)
+    mgr.save(1)
+    mgr.wait()
+    gate = threading.Event()
+    # hold the background thread before its copy so the change lands inside the overlap window
+    mgr._executor.submit(gate.wait)
+    record = mgr.save(2)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # not the optimizer's step: no fence
+    gate.set()
+    with pytest.raises(CheckpointError, match="changed in place"):
+        mgr.wait()
+    assert record.error and "changed in place" in record.error
+    mgr.close()
+    assert mgr.complete_steps() == [1]
+
+
+def test_by_default_the_copy_overlaps_and_falls_back_to_inline_after_an_outside_change(tmp_path: Path) -> None:
+    """The default overlaps the host copy with the next forward/backward when an optimizer is
+    tracked; a change outside the optimizer step drops that one save and later saves copy inline."""
+    import threading
+
+    mgr, (model, *_rest) = _manager(tmp_path)
+    assert mgr.overlap_staging is None and mgr._overlapping()
+    mgr.save(1)
+    mgr.wait()
+    gate = threading.Event()
+    mgr._executor.submit(gate.wait)
+    mgr.save(2)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    gate.set()
+    with pytest.raises(CheckpointError, match="changed in place"):
+        mgr.wait()
+    assert not mgr._overlapping()  # from now on: inline copies
+    expected = [p.detach().clone() for p in model.parameters()]
+    mgr.save(3)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # after an inline copy this no longer matters
+    mgr.close()
+    assert mgr.complete_steps() == [1, 3]
+    mgr2, (model2, *_r) = _manager(tmp_path)
+    assert mgr2.resume() == 3
+    for a, b in zip(expected, model2.parameters(), strict=True):
+        assert torch.equal(a, b)
+    mgr2.close()
+
+
+class _Odd(nn.Module):
+    """Tensors the raw format must round-trip: bf16, int64, 0-d, empty, non-contiguous."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w16 = nn.Parameter(torch.randn(5, 7, generator=g).to(torch.bfloat16))
+        self.register_buffer("counts", torch.randint(0, 1000, (3, 3), generator=g))
+        self.register_buffer("scalar", torch.tensor(float(seed)))
+        self.register_buffer("empty", torch.zeros(0, 4))
+        self.register_buffer("flags", torch.rand(6, generator=g) > 0.5)
+        self.register_buffer("transposed", torch.randn(4, 3, generator=g).t())  # non-contiguous
+
+
+@pytest.mark.parametrize(("asynchronous", "direct_io"), [(True, True), (False, True), (True, False)])
+def test_raw_format_round_trips_dtypes_and_shapes(tmp_path: Path, asynchronous: bool, direct_io: bool) -> None:
+    """Direct I/O from the snapshot, through bounce buffers (synchronous), and buffered; resume
+    verifies the checksum the writer computed in the same pass against the bytes on disk."""
+    src, dst = _Odd(1), _Odd(2)
+    mgr = CheckpointManager(str(tmp_path / "ck"), asynchronous=asynchronous, direct_io=direct_io).track(model=src)
+    mgr.save(1)
+    mgr.close()
+    mgr2 = CheckpointManager(str(tmp_path / "ck")).track(model=dst)
+    assert mgr2.resume() == 1
+    mgr2.close()
+    for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_reader_loads_checkpoints_in_dcps_own_encoding(tmp_path: Path) -> None:
+    """Checkpoints written by DCP's stock FileSystemWriter (torch.save per tensor) still load."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+    from modelplane.train.storage import raw_reader
+
+    model, _o, _s, _d = _job()
+    dcp.save({"model": model.state_dict()}, storage_writer=FileSystemWriter(str(tmp_path / "stock")), no_dist=True)
+    other, _o2, _s2, _d2 = _job(seed=3)
+    target = {"model": other.state_dict()}
+    dcp.load(target, storage_reader=raw_reader(str(tmp_path / "stock"), local=True), no_dist=True)
+    other.load_state_dict(target["model"])
+    for a, b in zip(model.parameters(), other.parameters(), strict=True):
+        assert torch.equal(a, b)

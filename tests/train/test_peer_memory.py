@@ -245,3 +245,77 @@ def test_two_rank_job_mirrors_each_rank_to_the_next_node(tmp_path: Path) -> None
             assert torch.equal(model.state_dict()[name], value), name
         assert sampler.state_dict()["consumed"] == 4 * GLOBAL_BATCH
         mgr.close()
+
+
+def test_resume_from_the_durable_tier_reseeds_the_new_peer(tmp_path: Path) -> None:
+    """Migration: the copy lived in the old node's Redis; the job resumes on a new placement whose
+    store is empty, reads the durable tier, and puts the step it loaded back into the new store,
+    so the next failure recovers from memory again."""
+    root = tmp_path / "ckpt"
+    with redis_server(tmp_path / "old") as old:
+        job, record = _saved_run(root, [old])
+        assert record.mirrored is True
+    with redis_server(tmp_path / "new") as new:
+        mgr2, fresh = _manager(root, [new], seed=1)
+        assert mgr2.resume() == 5
+        assert mgr2.last_resume_tier == "durable"
+        _assert_same(job, fresh)
+        mgr2.wait()  # the re-seed runs in the background thread
+        assert mgr2.reseeded == [0]
+        mgr2.close()
+        keys = sorted(k.decode().split(":", 3)[-1] for k in redis.Redis.from_url(new).keys("*"))
+        assert keys[0] == "r0:latest" and len(keys) == 2 and keys[1].startswith("r0:step:5:")
+        # the next failure: the durable shard is gone, so only the re-seeded copy can serve it
+        (root / step_dir(5) / "__0_0.distcp").unlink()
+        mgr3, third = _manager(root, [new], seed=2)
+        assert mgr3.resume() == 5
+        assert mgr3.last_resume_tier == "memory"
+        _assert_same(job, third)
+        mgr3.close()
+
+
+def test_resume_from_memory_does_not_rewrite_the_copy(tmp_path: Path, redis_url: str) -> None:
+    root = tmp_path / "ckpt"
+    _saved_run(root, [redis_url])
+    client = redis.Redis.from_url(redis_url)
+    before = sorted(client.keys("*"))
+    mgr2, _fresh = _manager(root, [redis_url], seed=1)
+    assert mgr2.resume() == 5
+    mgr2.close()
+    assert mgr2.last_resume_tier == "memory" and mgr2.reseeded == []
+    assert sorted(client.keys("*")) == before  # same step key: nothing was put again
+
+
+@pytest.mark.integration
+def test_two_rank_job_reseeds_peers_after_migrating_to_new_nodes(tmp_path: Path) -> None:
+    """A 2-rank job mirrors to nodes 0 and 1, then "migrates": a 2-rank relaunch on nodes 2 and 3
+    (empty stores) resumes from the durable tier and re-seeds them, each rank's files on the next
+    node as a save would put them; a resume after that reads the step from the new nodes' memory."""
+    from modelplane.train.data_position import ResumableBatchSampler
+    from tests.train.ddp_worker import DATASET_LEN, GLOBAL_BATCH, make_model, make_optim
+    from tests.train.launch import launch
+
+    ck = tmp_path / "ck"
+    args = ["--ckpt", str(ck), "--steps", "4", "--out", str(tmp_path / "a.pt"), "--save-every", "2"]
+    with redis_server(tmp_path / "node0") as node0, redis_server(tmp_path / "node1") as node1:
+        launch("ddp_worker.py", 2, args, extra_env={ENV_URLS: f"{node0},{node1}"})
+    first = torch.load(tmp_path / "a.pt")
+    with redis_server(tmp_path / "node2") as node2, redis_server(tmp_path / "node3") as node3:
+        launch("ddp_worker.py", 2, args, extra_env={ENV_URLS: f"{node2},{node3}"})
+        on2 = sorted(k.decode().split(":", 3)[-1] for k in redis.Redis.from_url(node2).keys("*"))
+        on3 = sorted(k.decode().split(":", 3)[-1] for k in redis.Redis.from_url(node3).keys("*"))
+        assert on2[0] == "r1:latest" and len(on2) == 2 and on2[1].startswith("r1:step:4:")
+        assert on3[0] == "r0:latest" and len(on3) == 2 and on3[1].startswith("r0:step:4:")
+
+        for shard in ck.glob("step-000000000004/__*_0.distcp"):
+            shard.unlink()  # only the re-seeded memory copy can serve this resume
+        model = make_model(0.0)
+        opt, sched = make_optim(model)
+        sampler = ResumableBatchSampler(DATASET_LEN, global_batch_size=GLOBAL_BATCH, seed=3)
+        mgr = CheckpointManager(str(ck), peer_memory_urls=[node2, node3])
+        mgr.track(model=model, optimizer=opt, scheduler=sched, data=sampler)
+        assert mgr.resume() == 4
+        assert mgr.last_resume_tier == "memory"
+        for name, value in first["params"].items():
+            assert torch.equal(model.state_dict()[name], value), name
+        mgr.close()

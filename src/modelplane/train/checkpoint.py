@@ -3,23 +3,31 @@
 Layout under the root URL::
 
     step-000000001200/
-        __0_0.distcp, __1_0.distcp, ...   tensors, each rank writes its part (DCP)
-        .metadata                          DCP's index of the tensors
+        __0_0.distcp, __1_0.distcp, ...   tensors, one file per rank: raw bytes at 4 KiB offsets
+        .metadata                          DCP's index of the tensors (where each chunk lies)
         extras-rank00000.pt ...            per-rank small state: RNG, scheduler, data position
         MANIFEST.json                      written last, by rank 0: files, sizes, checksums
 
 Why this shape:
-- DCP already shards, de-duplicates replicated data-parallel tensors across ranks for writing,
-  and reshards on load, so a checkpoint from 4 ranks loads on 2 or 8.
-- The blocking window of an asynchronous save is the copy of the tensors to host memory (DCP's
-  stager, reusing its buffers from one save to the next); the write, the checksums and the commit
-  run in a background thread on a process group of their own (a save on the training group
-  deadlocked DDP here; torchtitan also keeps a separate group).
+- DCP plans the save (de-duplicates replicated data-parallel tensors across ranks) and the load
+  (reshards, so a checkpoint from 4 ranks loads on 2 or 8). Only the storage layer is ours
+  (:func:`~modelplane.train.storage.raw_writer`): each rank's tensors go into one file as raw
+  bytes, written sequentially with O_DIRECT where possible, checksummed in the same pass and
+  fsynced once; DCP's own writer pickled every tensor and the manifest read the file back again.
+  The reader also loads DCP's own encoding, and ``dcp.load`` with
+  :func:`~modelplane.train.storage.raw_reader` loads these checkpoints outside the manager.
+- The blocking window of an asynchronous save is the copy of the tensors into one preallocated
+  host buffer reused from save to save (:mod:`modelplane.train.staging`); the write starts
+  streaming the buffer while it is still being filled, and the write, the commit and the
+  peer-memory mirror run in a background thread on a process group of their own (a save on the
+  training group deadlocked DDP here; torchtitan also keeps a separate group).
 - Per-step agreement (save now? preempted?) runs on a third small group from the training thread,
   so the two never interleave collectives on one group.
 - The manifest is the commit: a folder without one does not exist for resume; a file that does
   not match its checksum makes the checkpoint corrupt, reported by name, and resume falls back to
   the previous complete one.
+- After a resume from the durable tier the loaded step is put back into peer memory under the
+  current placement (after a migration the old copy sits on nodes the job no longer uses).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -49,12 +58,14 @@ from modelplane.train.manifest import (
 from modelplane.train.peer_memory import PeerMemoryError, PeerMemoryTier, namespace_for, urls_from_env
 from modelplane.train.policy import SavePolicy
 from modelplane.train.preempt import NoPreemption, PreemptionWatcher
-from modelplane.train.storage import Store
+from modelplane.train.staging import HostSnapshot, Progress, Unsupported
+from modelplane.train.storage import Store, raw_reader, raw_writer
 
 log = logging.getLogger("modelplane.train.checkpoint")
 
 _STEP_DIR = re.compile(r"^step-(\d{12})$")
 _SHARD_OWNER = re.compile(r"^__(\d+)_")
+_EXTRAS_OWNER = re.compile(r"^extras-rank(\d+)\.pt$")
 
 
 class Stateful(Protocol):
@@ -69,6 +80,17 @@ def step_dir(step: int) -> str:
 
 def extras_name(rank: int) -> str:
     return f"extras-rank{rank:05d}.pt"
+
+
+def saved_files_of_rank(manifest: Manifest, rank: int) -> list[str]:
+    """The files rank ``rank`` of the saving job wrote (its shard, its extras; ``.metadata`` for
+    rank 0), as listed in the manifest: what that rank's peer-memory copy holds."""
+    mine = []
+    for name in sorted(manifest.files):
+        m = _SHARD_OWNER.match(name) or _EXTRAS_OWNER.match(name)
+        if (int(m.group(1)) if m else 0) == rank:
+            mine.append(name)
+    return mine
 
 
 @dataclass
@@ -121,8 +143,13 @@ class CheckpointManager:
     asynchronous: bool = True
     checksum: str = "auto"
     fsync: bool = True
-    overlap_staging: bool = False
+    # None (default): overlap the host copy with the next forward/backward whenever an optimizer is
+    # tracked (its step waits for the copy), and fall back to copying inline for good if anything
+    # else changes the state during a copy. True/False force it on/off.
+    overlap_staging: bool | None = None
     verify_on_resume: bool = True
+    # O_DIRECT for the tensor data where the file system allows it (falls back to buffered I/O)
+    direct_io: bool = True
     preempt: PreemptionWatcher = field(default_factory=NoPreemption)
     seed: int = 0
     storage_options: dict[str, Any] | None = None
@@ -148,11 +175,15 @@ class CheckpointManager:
         self._model: Any = None
         self._optimizer: Any = None
         self._stateful: dict[str, Stateful] = {}
+        self._overlap_fallback = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplane-ckpt")
         self._pending: Future[SaveRecord] | None = None
-        self._stager: Any = None
-        self._staging: Any = None  # (future, record) while a snapshot copies beside training
+        self._host = HostSnapshot()  # the reused host buffer of asynchronous saves
+        self._state_cache: tuple[Any, dict[str, Any]] | None = None
+        self._staging: Any = None  # (fence, record) while a snapshot copies beside training
         self._hooked = False
+        self._reseeding: Future[None] | None = None
+        self.reseeded: list[int] = []  # saved ranks whose files this rank put back into peer memory
         self.saves: list[SaveRecord] = []
         self.skipped: list[CorruptCheckpoint] = []
         self.resumed_step: int | None = None
@@ -211,14 +242,59 @@ class CheckpointManager:
     # ------------------------------------------------------------------ state dicts
 
     def _tensor_state(self) -> dict[str, Any]:
+        """Model and optimizer state dicts with fully qualified names (DCP's ``get_state_dict``).
+
+        ``get_state_dict`` costs tens of milliseconds per call (it re-derives every parameter's
+        name), a sizeable part of a blocking window of ~100 ms: its result is kept and reused while
+        :meth:`_state_key` shows it still references the live tensors; only the optimizer's
+        hyperparameters (the learning rate moves every step) are re-read."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
         if self._model is None:
             return {}
+        key = self._state_key()
+        cached = self._state_cache
+        if key is not None and cached is not None and cached[0] == key:
+            state: dict[str, Any] = dict(cached[1])
+            if "optim" in state:
+                groups = [
+                    {**{k: v for k, v in live.items() if k != "params"}, "params": old["params"]}
+                    for old, live in zip(state["optim"]["param_groups"], self._optimizer.param_groups, strict=True)
+                ]
+                state["optim"] = {"state": state["optim"]["state"], "param_groups": groups}
+            return state
         if self._optimizer is None:
-            return {"model": get_model_state_dict(self._model)}
-        model_sd, optim_sd = get_state_dict(self._model, self._optimizer)
-        return {"model": model_sd, "optim": optim_sd}
+            state = {"model": get_model_state_dict(self._model)}
+        else:
+            model_sd, optim_sd = get_state_dict(self._model, self._optimizer)
+            state = {"model": model_sd, "optim": optim_sd}
+        key = self._state_key()  # after: get_state_dict may have created the optimizer's state
+        self._state_cache = (key, state) if key is not None else None
+        return state
+
+    def _state_key(self) -> tuple[Any, ...] | None:
+        """What the cached state dict depends on: address, dtype, shape and device of every model
+        and optimizer-state tensor, the identity of every parameter the optimizer holds, and the
+        value of every non-tensor optimizer state entry. None (no caching) for a model whose state
+        dict holds non-tensor entries."""
+        import torch
+
+        parts: list[Any] = []
+        for name, v in self._model.state_dict(keep_vars=True).items():
+            if not isinstance(v, torch.Tensor):
+                return None
+            parts.append((name, v.data_ptr(), v.dtype, tuple(v.shape), v.device))
+        if self._optimizer is not None:
+            for group in self._optimizer.param_groups:
+                parts.append(len(group["params"]))
+                for p in group["params"]:
+                    parts.append(id(p))
+                    for k, v in self._optimizer.state.get(p, {}).items():
+                        if isinstance(v, torch.Tensor):
+                            parts.append((k, v.data_ptr(), v.dtype, tuple(v.shape), v.device))
+                        else:
+                            parts.append((k, v))
+        return tuple(parts)
 
     def _set_tensor_state(self, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
@@ -246,48 +322,31 @@ class CheckpointManager:
         torch.save(body, buf)
         return buf.getvalue()
 
-    def _get_stager(self) -> Any:
-        """One stager for the whole run: DCP keeps its host buffers between saves, so after the
-        first save the blocking window is a memcpy, not an allocation.
+    def _writer(self, rel: str, regions: list[tuple[int, int]] | None = None, ready: Any = None) -> Any:
+        return raw_writer(
+            self.store.full(rel),
+            local=self.store.local,
+            algorithm=self.checksum,
+            fsync=self.fsync,
+            regions=regions or [],
+            ready=ready,
+            direct_io=self.direct_io,
+            storage_options=self.storage_options,
+        )
 
-        With ``overlap_staging`` the copy runs in a thread while the next forward and backward
-        run; the tracked optimizer's step waits for it (a step pre-hook), because the step is
-        the first thing that changes parameters. Buffers a forward pass mutates in place
-        (BatchNorm running statistics) may then be captured one step late: leave it off for such
-        models."""
-        if self._stager is None:
-            import torch
-            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+    def _reader(self, rel: str, store: Store | None = None) -> Any:
+        store = store or self.store
+        return raw_reader(store.full(rel), local=store.local, storage_options=self.storage_options)
 
-            cuda = torch.cuda.is_available()
-            self._stager = DefaultStager(
-                StagingOptions(
-                    use_pinned_memory=cuda,
-                    use_shared_memory=False,
-                    # overlap needs the optimizer's step hook to fence the copy; without one, stage inline
-                    use_async_staging=self.overlap_staging and self._optimizer is not None,
-                    use_non_blocking_copy=cuda,
-                )
-            )
-        return self._stager
+    def _dcp_save(self, state: dict[str, Any], writer: Any) -> Any:
+        from torch.distributed.checkpoint import state_dict_saver as dcp
 
-    def _writer(self, rel: str) -> Any:
-        if self.store.local:
-            from torch.distributed.checkpoint.filesystem import FileSystemWriter
-
-            return FileSystemWriter(self.store.full(rel), thread_count=1, sync_files=self.fsync)
-        from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
-
-        return FsspecWriter(self.store.full(rel), sync_files=self.fsync, **(self.storage_options or {}))
-
-    def _reader(self, rel: str) -> Any:
-        if self.store.local:
-            from torch.distributed.checkpoint.filesystem import FileSystemReader
-
-            return FileSystemReader(self.store.full(rel))
-        from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
-
-        return FsspecReader(self.store.full(rel), **(self.storage_options or {}))
+        return dcp.save(
+            state,
+            storage_writer=writer,
+            process_group=self._dist.ckpt_group,
+            no_dist=not self._dist.enabled,
+        )
 
     # ------------------------------------------------------------------ save
 
@@ -297,44 +356,67 @@ class CheckpointManager:
         Asynchronous unless ``blocking`` (or the manager was built synchronous): returns after the
         host snapshot; :meth:`wait` returns once the checkpoint is committed. Collective.
         """
-        from torch.distributed.checkpoint import state_dict_saver as dcp
-
         self.wait()
         synchronous = (not self.asynchronous) if blocking is None else blocking
         rel = step_dir(step)
         t0 = self.clock()
         tensors = self._tensor_state()
         extras = self._extras_bytes(step)
-        writer = self._writer(rel)
-        if synchronous:
-            metadata = dcp.save(
-                tensors,
-                storage_writer=writer,
-                process_group=self._dist.ckpt_group,
-                no_dist=not self._dist.enabled,
-            )
-            record = SaveRecord(step, self.store.full(rel), False, blocking_s=0.0)
-            self._commit(record, metadata, extras, t0)
+        record = SaveRecord(step, self.store.full(rel), not synchronous, blocking_s=0.0)
+        if synchronous:  # written straight from the live tensors: no snapshot needed
+            writer = self._writer(rel)
+            metadata = self._dcp_save(tensors, writer)
+            self._commit(record, metadata, extras, t0, writer)
             record.blocking_s = self.clock() - t0
             self._raise_if_failed(record)
         else:
-            upload: Any = dcp.async_save(
-                tensors,
-                storage_writer=writer,
-                process_group=self._dist.ckpt_group,
-                async_stager=self._get_stager(),
-                no_dist=not self._dist.enabled,
-            )
-            record = SaveRecord(step, self.store.full(rel), True, blocking_s=0.0)
-            if hasattr(upload, "upload_completion"):  # staging continues in DCP's thread
-                self._staging = (upload.staging_completion, record)
-                self._install_staging_hook()
-                upload = upload.upload_completion
+            self._snapshot_and_write(record, tensors, extras, t0)
             record.blocking_s = self.clock() - t0
-            self._pending = self._executor.submit(self._finish_async, record, upload, extras, t0)
         self.saves.append(record)
         self.policy.record_save(step, self.clock(), record.blocking_s)
         return record
+
+    def _snapshot_and_write(self, record: SaveRecord, tensors: dict[str, Any], extras: bytes, t0: float) -> None:
+        """Copy the state into the reused host buffer and hand the write to the background thread.
+
+        The write starts first and streams each part of the buffer as soon as the copy has filled
+        it (:class:`Progress`), so the commit comes about when the longer of copy and write ends,
+        not after both; training waits only for the copy.
+
+        With ``overlap_staging`` only the model's buffers are copied here (a forward pass may
+        change them in place: BatchNorm's running statistics); parameters and optimizer state,
+        which only the optimizer step changes, are copied in the background beside the next
+        forward and backward, and the tracked optimizer's step waits for that copy (a step
+        pre-hook). Code that changes parameters in place outside the optimizer step must leave
+        it off."""
+        try:
+            prepared = self._host.prepare(tensors)
+        except Unsupported:  # DTensor / ShardedTensor state (FSDP): DCP's own CPU copy
+            from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
+
+            staged = _copy_state_dict(tensors, _create_cpu_state_dict(tensors))
+            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0)
+            return
+        if not (self._overlapping() and self._optimizer is not None):
+            progress = Progress()
+            self._pending = self._executor.submit(self._finish_async, record, prepared.state, None, progress, extras, t0)
+            HostSnapshot.copy(prepared, progress=progress)
+            return
+        buffers = {int(b.data_ptr()) for b in self._model.buffers()}
+        now = [i for i, t in enumerate(prepared.sources) if int(t.data_ptr()) in buffers]
+        later = [i for i, t in enumerate(prepared.sources) if int(t.data_ptr()) not in buffers]
+        HostSnapshot.copy(prepared, now)
+        # in-place changes bump a tensor's version: one between now and the end of its copy means
+        # the copy is not the state at this step, and the save fails rather than commit it
+        versions = [prepared.sources[i]._version for i in later]
+        fence: Future[None] = Future()
+        self._staging = (fence, record)
+        self._install_staging_hook()
+        rest = (prepared, later, versions, fence)
+        self._pending = self._executor.submit(self._finish_async, record, prepared.state, rest, None, extras, t0)
+
+    def _overlapping(self) -> bool:
+        return bool(self.overlap_staging) if self.overlap_staging is not None else not self._overlap_fallback
 
     def _install_staging_hook(self) -> None:
         if self._hooked or self._optimizer is None:
@@ -346,30 +428,58 @@ class CheckpointManager:
         """Block until the snapshot is complete; the wait counts as blocking time of that save."""
         if self._staging is None:
             return
-        future, record = self._staging
+        fence, record = self._staging
         self._staging = None
         t0 = self.clock()
-        future.result()
+        wait_futures([fence])  # a failed copy surfaces as the save's error, not in training
         record.blocking_s += self.clock() - t0
 
-    def _finish_async(self, record: SaveRecord, upload: Any, extras: bytes, t0: float) -> SaveRecord:
+    def _finish_async(
+        self, record: SaveRecord, staged: Any, rest: Any, progress: Progress | None, extras: bytes, t0: float
+    ) -> SaveRecord:
+        metadata = None
+        writer = None
         try:
-            metadata = upload.result()
+            if rest is not None:
+                prepared, later, versions, fence = rest
+                try:
+                    HostSnapshot.copy(prepared, later)
+                finally:
+                    fence.set_result(None)
+                changed = [i for i, v in zip(later, versions, strict=True) if prepared.sources[i]._version != v]
+                if changed and self.overlap_staging is None:
+                    self._overlap_fallback = True  # automatic mode: copy inline from the next save on
+                    log.warning("overlapped snapshot of step %d saw %d tensor(s) change outside the optimizer "
+                                "step; this save is dropped and later saves copy inline", record.step, len(changed))
+                if changed:
+                    raise CheckpointError(
+                        f"{len(changed)} tensor(s) changed in place while the overlapped snapshot copied them",
+                        field="overlap_staging",
+                        hint="something other than the tracked optimizer's step updates parameters or "
+                        "optimizer state; use overlap_staging=False for this job",
+                    )
+            writer = self._writer(
+                step_dir(record.step), self._host.regions, None if progress is None else progress.wait_for
+            )
+            metadata = self._dcp_save(staged, writer)
         except Exception as exc:  # the tensor write failed on this rank; still join the commit vote
-            metadata = None
             record.error = f"rank {self.rank}: tensor write failed: {exc!r}"
-        self._commit(record, metadata, extras, t0)
+        self._commit(record, metadata, extras, t0, writer)
         return record
 
-    def _commit(self, record: SaveRecord, metadata: Any, extras: bytes, t0: float) -> None:
-        """Write this rank's extras, checksum the files it wrote, and let rank 0 write the manifest
-        only if every rank succeeded. Runs on the checkpoint group (in the background thread for
-        asynchronous saves)."""
+    def _commit(self, record: SaveRecord, metadata: Any, extras: bytes, t0: float, writer: Any = None) -> None:
+        """Write this rank's extras, collect the checksums of the files it wrote, and let rank 0
+        write the manifest only if every rank succeeded. Runs on the checkpoint group (in the
+        background thread for asynchronous saves).
+
+        The data file's checksum was computed by the writer in the same pass as the write, so it
+        is never read back (unless the peer tier needs its bytes); only ``.metadata`` is read."""
         import torch.distributed as dist
 
         rel = step_dir(record.step)
         entries: dict[str, FileEntry] = {}
-        # with the peer tier on, the bytes read for the checksum are kept to mirror them
+        known: dict[str, tuple[int, str]] = dict(getattr(writer, "digests", {}) or {})
+        # with the peer tier on, this rank's files are kept in memory to mirror them
         payload: dict[str, bytes] | None = {} if self.peer is not None else None
         error = record.error
         if error is None:
@@ -380,14 +490,15 @@ class CheckpointManager:
                 if payload is not None:
                     payload[name] = extras
                 for fname in self._files_of_rank(metadata):
-                    if payload is not None:
-                        data = self.store.read_bytes(f"{rel}/{fname}")
-                        entries[fname] = FileEntry(len(data), digest_bytes(data, self.checksum))
-                        payload[fname] = data
+                    if fname in known:
+                        entries[fname] = FileEntry(*known[fname])
+                        if payload is not None:
+                            payload[fname] = self.store.read_bytes(f"{rel}/{fname}")
                         continue
-                    with self.store.open_read(f"{rel}/{fname}") as fh:
-                        digest, size = digest_stream(fh, self.checksum)
-                    entries[fname] = FileEntry(size, digest)
+                    data = self.store.read_bytes(f"{rel}/{fname}")
+                    entries[fname] = FileEntry(len(data), digest_bytes(data, self.checksum))
+                    if payload is not None:
+                        payload[fname] = data
             except Exception as exc:
                 error = f"rank {self.rank}: {exc!r}"
         parts: list[Any] = [(entries, error)]
@@ -412,21 +523,26 @@ class CheckpointManager:
                 )
                 try:
                     manifest_bytes = manifest.to_json()
-                    self.store.write_bytes(f"{rel}/{MANIFEST_NAME}", manifest_bytes, atomic=True)
+                    self.store.write_bytes(f"{rel}/{MANIFEST_NAME}", manifest_bytes, atomic=True, durable=self.fsync)
                     if payload is not None:
                         payload[MANIFEST_NAME] = manifest_bytes
-                    self._apply_retention(record.step)
                 except Exception as exc:
                     status = [f"rank 0: manifest write failed: {exc!r}"]
                 record.bytes_written = sum(e.size for e in files.values())
         if self._dist.enabled:
             dist.broadcast_object_list(status, src=0, group=self._dist.ckpt_group)
         record.error = status[0]
-        if record.error is None and payload is not None:
-            self._mirror(record, payload)
-        record.total_s = self.clock() - t0
+        record.total_s = self.clock() - t0  # committed: the manifest is durable
         if record.error:
             log.error("checkpoint %s not committed: %s", record.path, record.error)
+            return
+        if self.rank == 0:
+            try:  # housekeeping after the commit: a failure here loses nothing
+                self._apply_retention(record.step)
+            except Exception as exc:
+                log.warning("retention after step %d failed: %r", record.step, exc)
+        if payload is not None:
+            self._mirror(record, payload)
 
     def _mirror(self, record: SaveRecord, payload: dict[str, bytes]) -> None:
         """Copy this rank's files of a committed step to its peer's memory. A failure costs only
@@ -470,8 +586,12 @@ class CheckpointManager:
                 self.store.remove(step_dir(step))
 
     def wait(self) -> SaveRecord | None:
-        """Block until the in-flight save is committed (or failed); raise if it failed."""
+        """Block until the in-flight save is committed (or failed); raise if it failed. Also
+        waits for a peer re-seed after resume (whose failure is only logged)."""
         self._await_staging()
+        if self._reseeding is not None:
+            reseeding, self._reseeding = self._reseeding, None
+            wait_futures([reseeding])
         if self._pending is None:
             return None
         pending, self._pending = self._pending, None
@@ -620,10 +740,39 @@ class CheckpointManager:
                 continue
             self._load(candidate, manifest)
             self._resumed(candidate, "durable")
+            self._reseed_peers(candidate, manifest)
             return candidate
         if step is not None:
             raise NoCheckpoint(f"no checkpoint at step {step} under {self.url}", field="step")
         return None
+
+    def _reseed_peers(self, step: int, manifest: Manifest) -> None:
+        """After a resume from the durable tier, put the checkpoint just loaded back into peer
+        memory under the current placement's stores, so the next failure again recovers from
+        memory. Needed after a migration: the copy lived in the old nodes' Redis, which the new
+        placement does not list (or lists empty). Rank r's files go to r's peer, as a save would
+        put them; when the world size changed, the ranks of the saved job are split over the
+        current ranks. Runs in the background thread (training starts at once); the next save
+        waits for it, so an older step never overwrites a newer one."""
+        if self.peer is None:
+            return
+        mine = [r for r in range(manifest.world_size) if r % self.world_size == self.rank]
+        self._reseeding = self._executor.submit(self._reseed, step, manifest, mine)
+
+    def _reseed(self, step: int, manifest: Manifest, saved_ranks: list[int]) -> None:
+        assert self.peer is not None
+        rel = step_dir(step)
+        for r in saved_ranks:
+            try:
+                files = {n: self.store.read_bytes(f"{rel}/{n}") for n in saved_files_of_rank(manifest, r)}
+                if r == 0:
+                    files[MANIFEST_NAME] = self.store.read_bytes(f"{rel}/{MANIFEST_NAME}")
+                self.peer.put(r, step, files)
+                self.reseeded.append(r)
+            except (PeerMemoryError, OSError) as exc:
+                reason = f"re-seeding peer memory with step {step} of rank {r} failed: {exc}"
+                log.warning("%s; the next resume reads the durable tier", reason)
+                self.memory_skipped.append(reason)
 
     def _resumed(self, step: int, tier: str) -> None:
         self.resumed_step = step
@@ -709,7 +858,6 @@ class CheckpointManager:
     def _load(self, step: int, manifest: Manifest, source: Store | None = None) -> None:
         import torch
         from torch.distributed.checkpoint import state_dict_loader as dcp
-        from torch.distributed.checkpoint.filesystem import FileSystemReader
 
         rel = step_dir(step)
         store = source or self.store
@@ -717,11 +865,12 @@ class CheckpointManager:
         if tensors:
             dcp.load(
                 tensors,
-                storage_reader=self._reader(rel) if source is None else FileSystemReader(store.full(rel)),
+                storage_reader=self._reader(rel, store),
                 process_group=self._dist.ckpt_group,
                 no_dist=not self._dist.enabled,
             )
             self._set_tensor_state(tensors)
+            self._state_cache = None  # set_state_dict may have replaced tensors
         own = self.rank < manifest.world_size
         extras = extras_name(self.rank if own else 0)
         body = torch.load(io.BytesIO(store.read_bytes(f"{rel}/{extras}")), weights_only=False)
@@ -748,9 +897,7 @@ class CheckpointManager:
             self._executor.shutdown(wait=True)
             if self.peer is not None:
                 self.peer.close()
-            if self._stager is not None:
-                self._stager.close()
-                self._stager = None
+            self._host.close()
 
     def __enter__(self) -> CheckpointManager:
         return self

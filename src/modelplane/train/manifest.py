@@ -6,9 +6,13 @@ and does not exist for resume. A manifest whose files do not match is a corrupt 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import hashlib
 import importlib
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,25 +39,77 @@ class _Crc32:
         return f"{self._value:08x}"
 
 
+def _crc32c_native() -> Any:
+    """``crc32c_extend(crc, address, length)`` of the C library google-crc32c wraps, called through
+    ctypes, or None where it cannot be found.
+
+    Why not the extension's own ``extend``: it accepts only ``bytes`` (a snapshot would first be
+    copied) and holds the GIL for anything else; a ctypes call takes any buffer's address and
+    releases the GIL, so the checksum runs on a second core beside the write."""
+    global _NATIVE
+    if _NATIVE is not False:
+        return _NATIVE
+    _NATIVE = None
+    try:
+        google_crc32c: Any = importlib.import_module("google_crc32c")
+        here = os.path.dirname(google_crc32c.__file__)
+        candidates = sorted(glob.glob(os.path.join(here, "..", "google_crc32c.libs", "libcrc32c*.so*")))
+        found = ctypes.util.find_library("crc32c")
+        if found:
+            candidates.append(found)
+        for path in candidates:
+            try:
+                fn = ctypes.CDLL(path).crc32c_extend
+            except (OSError, AttributeError):
+                continue
+            fn.restype = ctypes.c_uint32
+            fn.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t]
+            if fn(0, b"123456789", 9) == 0xE3069283:  # the CRC-32C check value
+                _NATIVE = fn
+                break
+    except ImportError:
+        pass
+    return _NATIVE
+
+
+_NATIVE: Any = False
+
+
 class _Crc32c:
-    """CRC-32C through google-crc32c (hardware instructions, ~2.7 GB/s here vs ~0.7 for SHA-256)."""
+    """CRC-32C (hardware instructions, ~6 GB/s here vs ~0.7 for SHA-256). Accepts bytes and
+    writable buffers (memoryviews of tensors) without copying them."""
 
     def __init__(self) -> None:
-        try:
-            google_crc32c: Any = importlib.import_module("google_crc32c")
-        except ImportError:
-            raise CorruptCheckpoint(
-                "checksum crc32c needs the google-crc32c package",
-                path=MANIFEST_NAME,
-                hint="pip install 'modelplane[data]' (google-crc32c)",
-            ) from None
-        self._h = google_crc32c.Checksum()
+        self._crc = 0
+        self._native = _crc32c_native()
+        if self._native is None:
+            try:
+                self._ext: Any = importlib.import_module("google_crc32c")
+            except ImportError:
+                raise CorruptCheckpoint(
+                    "checksum crc32c needs the google-crc32c package",
+                    path=MANIFEST_NAME,
+                    hint="pip install 'modelplane[data]' (google-crc32c)",
+                ) from None
 
-    def update(self, data: bytes | memoryview) -> None:
-        self._h.update(bytes(data) if isinstance(data, memoryview) else data)
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if not n:
+            return
+        if self._native is not None:
+            if isinstance(data, bytes):
+                self._crc = self._native(self._crc, data, n)
+                return
+            if not (isinstance(data, memoryview) and data.readonly):
+                address = ctypes.addressof(ctypes.c_char.from_buffer(data))
+                self._crc = self._native(self._crc, address, n)
+                return
+        self._crc = self._ext.extend(self._crc, bytes(data)) if self._native is None else self._native(
+            self._crc, bytes(data), n
+        )
 
     def hexdigest(self) -> str:
-        return str(self._h.digest().hex())
+        return f"{self._crc:08x}"
 
 
 CHECKSUMS: dict[str, Callable[[], Any]] = {
