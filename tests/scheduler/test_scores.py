@@ -151,3 +151,19 @@ def test_typical_mix_covers_95_percent_by_frequency() -> None:
     assert math.isclose(sum(w for _, w in mix), 1.0)
     assert math.isclose(mix[0][1], 60 / 96)
     assert shapes[0].memory_mib == 0  # memory is not part of a shape
+
+
+def test_fgd_plus_breaks_fgd_ties_towards_the_fuller_node_and_keeps_fgd_order() -> None:
+    mix = [(share(500), 0.5), (whole(1), 0.25), (whole(8), 0.25)]
+    ctx = ScoreContext(workload_mix=mix)
+    fgd, plus = create_scorer("fgd"), create_scorer("fgd_plus")
+    roomy = free_of([1000] * 7 + [500], name="roomy")
+    full = free_of([1000] * 5 + [0, 0, 500], name="full")
+    a, b = fgd.score(roomy, share(500), ctx), fgd.score(full, share(500), ctx)
+    pa, pb = plus.score(roomy, share(500), ctx), plus.score(full, share(500), ctx)
+    assert a is not None and b is not None and pa is not None and pb is not None
+    assert a[0] == b[0]  # FGD cannot tell them apart ...
+    assert pb[0] > pa[0]  # ... FGD+ prefers the node left with less free GPU
+    assert (pa[1], pb[1]) == (a[1], b[1])  # and picks the same devices as FGD
+    assert int(pa[0]) == a[0] and int(pb[0]) == b[0]  # the tie-break never crosses an FGD integer
+    assert plus.score(free_of([1000, 0]), whole(2), ctx) is None

@@ -15,7 +15,7 @@ from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
 from modelplane.scheduler.scoring import ScoreContext, create_scorer
 from modelplane.sim.openb import MAX_TAGS, Replay, inflated_order, replay
 
-SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd"]
+SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus"]
 
 
 def random_cluster(rng: np.random.Generator, n: int) -> list[Node]:
@@ -80,6 +80,8 @@ def test_vectorised_scores_equal_the_per_node_scorers(policy: str) -> None:
             for i, v in zip(idx, vec, strict=True):
                 got = py[int(i)]
                 assert got is not None and got[0] == float(v), (policy, req, r.state.device_list(int(i)))
+                if policy.startswith("fgd"):  # the replay's device choice is the live scorer's
+                    assert r.devices_on(int(i), req) == got[1], (policy, req, r.state.device_list(int(i)))
                 checked += 1
         r.place(req)
     assert checked > 500
