@@ -18,11 +18,11 @@ from sqlalchemy import inspect
 from modelplane.api.app import create_app
 from modelplane.api.security import RULES, ApiSecurity, KindAwareRiskScorer, bootstrap_admin
 from modelplane.control.scheduling import SchedulerController
-from modelplane.store import sensitive_catalog as catalog
 from modelplane.data.sensitive import DataKey
 from modelplane.platform import make_scheduler
 from modelplane.security.risk import RiskConfig
 from modelplane.store import Store
+from modelplane.store import sensitive_catalog as catalog
 from tests.helpers import training_doc
 from tests.privacy.test_tee import EXPECTED, VECTORS
 

@@ -27,10 +27,10 @@ from modelplane.api.app import AppState, get_state
 from modelplane.api.security import ApiSecurity, audit_public, bearer, request_context, team_scope
 from modelplane.core.errors import Forbidden, InvalidSpec, ModelplaneError, NotFound
 from modelplane.core.job import JobState
-from modelplane.store import sensitive_catalog as catalog
 from modelplane.data.sensitive import DataKey, load_or_create_master_key, normalize_uri, unwrap_key
 from modelplane.privacy.tee import attest, key_release_allowed, requirement_for_tee
 from modelplane.security.errors import AuthenticationFailed
+from modelplane.store import sensitive_catalog as catalog
 
 router = APIRouter(tags=["datasets"])
 public_router = APIRouter(tags=["datasets"])
