@@ -131,3 +131,59 @@ def test_reservation_is_the_exact_earliest_start_however_many_jobs_end_first() -
     assert [pool.whole_free(i) for i in range(8)] == before  # the pool is left as it was
     held_forever = [(float("inf"), r.placement) for r in holding]
     assert reserve(placer, workload("huge", count=9, req=request(8)), None, held_forever) is None
+
+
+def test_no_reclaim_when_the_borrowed_room_comes_back_within_the_grace() -> None:
+    # 'lender' is within its nominal quota but the cohort is lent out to 'borrower'. A borrower run
+    # that ends within the grace frees the room by itself: no preemption. Ending later: reclaim.
+    nodes = [node("a"), node("b")]
+    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 8}, cohort="c")}
+    x = workload("x", req=request(8), queue="lender", created_at=100)
+
+    def holding(est_short: float) -> list[RunningWorkload]:
+        b1 = workload("b1", req=request(8), queue="borrower", est=10_000)
+        b2 = workload("b2", req=request(8), queue="borrower", est=est_short)
+        return [running(b1, on(b1, "a", tuple(range(8))), started_at=0),
+                running(b2, on(b2, "b", tuple(range(8))), started_at=0)]
+
+    soon = run(sched(preempt_grace_s=600), nodes, queues, holding(400), [x], now=100)
+    assert soon.preemptions == [] and "no preemption" in soon.pending_reasons["x"]
+    late = run(sched(preempt_grace_s=600), nodes, queues, holding(5_000), [x], now=100)
+    assert len(late.preemptions) == 1
+    now_ = run(sched(preempt_grace_s=0), nodes, queues, holding(400), [x], now=100)
+    assert len(now_.preemptions) == 1  # grace 0: reclaim at once, as Kueue does
+
+
+def test_a_requeued_victim_ages_from_its_preemption_not_its_submission() -> None:
+    # 'old' was submitted long ago and ran; preempted for a reclaim, it is requeued. It must not be
+    # "starving" at once (it would preempt younger work in turn): its clock starts at the preemption.
+    nodes = [node("a")]
+    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 1}, cohort="c")}
+    old = workload("old", req=request(8), queue="borrower", created_at=0, est=100 * STARVE)
+    x = workload("x", req=request(8), queue="lender", created_at=5 * STARVE, est=10 * STARVE)
+    s = sched(preempt_grace_s=0)
+    r = run(s, nodes, queues, [running(old, on(old, "a", tuple(range(8))), started_at=10)], [x], now=5 * STARVE)
+    assert [p.job_id for p in r.preemptions] == ["old"]
+    r = run(s, nodes, queues, [], [old, x], now=5 * STARVE + 60)
+    assert [p.job_id for p in r.placements] == ["x"]  # nominated; 'old' is not starving
+    xr = running(x, on(x, "a", tuple(range(8))), started_at=5 * STARVE + 60)
+    r = run(s, nodes, queues, [xr], [old], now=5 * STARVE + 120)
+    assert r.preemptions == [] and "resources reserved" not in r.pending_reasons["old"]
+    r = run(s, nodes, queues, [xr], [old], now=6 * STARVE + 1)  # a full threshold after its preemption
+    assert "resources reserved" in r.pending_reasons["old"]
+
+
+def test_equal_priority_goes_smallest_gpu_seconds_first_within_a_queue() -> None:
+    nodes = [node("a", gpus=2)]
+    queues = {"q": queue("q")}
+    big = workload("big", req=request(2), created_at=0, est=1000)
+    small = workload("small", req=request(1), created_at=5, est=100)
+    unknown = workload("unknown", req=request(1), created_at=1)
+    r = run(sched(), nodes, queues, [], [big, small, unknown], now=10)
+    # 'big' is next (2,000 GPU-s): it waits for 'small' and holds the node; 'unknown' (no
+    # estimate: last) may not start where it could delay 'big'.
+    assert [p.job_id for p in r.placements] == ["small"]
+    assert "resources reserved at t=110" in r.pending_reasons["big"]
+    assert r.pending_reasons["unknown"].startswith("would delay big")
+    r = run(sched(size_order=False), nodes, queues, [], [big, small, unknown], now=10)
+    assert [p.job_id for p in r.placements] == ["big"]

@@ -3,10 +3,14 @@
 Higher runs first. The parts, each bounded so that no one term swamps the others:
 
 * task type: inference 300 (user-facing latency), training 200, federated 200, pipeline 100;
-* size: large jobs lose a little (log2 of GPU-hours, up to -60), so that a flood of small jobs
-  does not wait behind one giant run; a giant run is not starved forever because the scheduler
-  ages it: past ``PolicyOptions.starvation_s`` pending it goes first, holds a reservation and may
-  preempt work of no higher priority submitted after it (``scheduler/policy.py``);
+* size: **not** a term. Priority is also a preemption right (strictly higher priority may
+  preempt, ``scheduler/preemption.py``), so a size penalty let every small job preempt a large
+  run of the same queue and starve it (and broke the reserved-training promise, since a large run
+  became "lower priority" than each small newcomer). Size is used where it is harmless: among
+  workloads of equal priority the scheduler orders by GPU-seconds, smallest first (SRTF-like),
+  and ages them so that a large job is passed over for a bounded time only
+  (``scheduler/policy.py``). ``gpu_milli`` and ``estimated_duration_s`` stay parameters so that
+  callers need not change;
 * deadline: up to +200 as the deadline nears (full bonus within one hour; none beyond a week);
 * the queue's own priority and an explicit ``spec.priority`` override everything.
 
@@ -33,9 +37,8 @@ def compute_priority(
 ) -> int:
     if explicit is not None:
         return explicit + queue_priority
+    del gpu_milli, estimated_duration_s  # size orders equals in the scheduler; see the module docstring
     base = TYPE_BASE.get(kind, 100)
-    gpu_hours = (gpu_milli / 1000.0) * ((estimated_duration_s or HOUR) / HOUR)
-    size_penalty = min(60, round(10 * math.log2(1 + gpu_hours)))
     urgency = 0
     if deadline is not None:
         left = deadline - now
@@ -45,4 +48,4 @@ def compute_priority(
             # Linear in log-time between one hour and one week.
             frac = 1 - math.log(left / HOUR) / math.log(WEEK / HOUR)
             urgency = round(200 * frac)
-    return base - size_penalty + urgency + queue_priority
+    return base + urgency + queue_priority

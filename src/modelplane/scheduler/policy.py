@@ -3,7 +3,8 @@
 One round, over a snapshot (``SchedulingInput``), never touching the clock or the store:
 
 1. **Order.** ``fair`` (default): queues take turns by weighted dominant share (see ``quota.py``),
-   each queue's workloads by priority, then submission time. ``priority``: all pending by priority,
+   each queue's workloads by priority, then (``size_order``) smallest GPU-seconds first (SRTF /
+   Tiresias-like, from the runtime estimates), then submission time. ``priority``: all pending by priority,
    then submission time. ``fifo``: by submission time only. ``sjf``: shortest runtime estimate
    first (unknown estimates last), for SJF/SRTF-style baselines. On top of that, in this order:
    workloads that preempted last round (their victims' room is theirs), then *starving*
@@ -25,14 +26,17 @@ One round, over a snapshot (``SchedulingInput``), never touching the clock or th
    preempt strictly lower-priority work under the rules given there, and reclaim their queue's
    nominal quota from borrowers of the cohort whatever their priority; a starving workload may
    also preempt work of no higher priority submitted after it (aging); no cycles are possible.
+   No preemption at all when the running workloads' estimates say the room and quota come back
+   by themselves within ``preempt_grace_s``.
 
 6. **Why pending** (``explain.py``): every workload not placed gets a one-line reason.
 
 Aging, in short: the effective order is (nominated, starving by age, the policy's order); the
-starvation threshold bounds how long the priority and fair-share order may pass a workload over.
-On philly-2017 (benchmarks/philly_queues.py, default window) 10 h keeps the max wait under FIFO's
-while the mean stays about a quarter of FIFO's; the max is sensitive to the threshold (7 h, 12 h
-and 18 h each measured 3-17% over FIFO's max on that window).
+starvation threshold bounds how long the priority, size and fair-share order may pass a workload
+over. A workload's wait is counted from its submission, or from its last preemption by this
+scheduler (a requeued run already had service; counted from submission it "starved" the moment it
+was requeued and preempted others in turn). Measured on philly-2017 windows in
+``benchmarks/philly_queues.py`` (see its docstring for the per-window table).
 
 Priority is ``Workload.priority`` (``core/priority.py``: task type, size, deadline, queue priority),
 higher first. Queue kinds: ``training`` runs are reserved (while within quota, never preempted
@@ -73,8 +77,18 @@ class PolicyOptions:
     quota: bool = True
     backfill: bool = True
     strict_fifo: bool = False
+    # Among equal priority, smallest GPU-seconds first (SRTF / Tiresias-like; needs runtime
+    # estimates, unknown ones go last), else submission order. Aging (``starvation_s``) bounds how
+    # long a large job is passed over.
+    size_order: bool = True
     preemption: bool = True
     max_preemptors: int = 8  # blocked workloads that may preempt per round (bounds the work)
+    # A blocked workload preempts (or reclaims) only if the room and quota it needs would not come
+    # back by themselves within this many seconds, as far as the running workloads' estimates tell.
+    # A preemption costs its victims a checkpoint and a restart; one that saves the beneficiary a
+    # minute is pure loss (on philly-2017 it was most of them: a 16-GPU borrower stopped to admit
+    # one 1-GPU job, and re-admitted a round later). 0 preempts at once, as Kueue does.
+    preempt_grace_s: float = 600.0
     # Starvation guard (aging): a workload pending this long since submission goes before every
     # other (oldest first) and gets the round's EASY reservation, even while its queue waits on the
     # cohort to have quota to lend; None turns it off. Only with ``backfill``.
@@ -85,6 +99,13 @@ class PolicyOptions:
     workload_mix: Sequence[tuple[TaskRequest, float]] = ()
     placement: PlacementOptions = field(default_factory=PlacementOptions)
     seed: int = 0
+
+
+def gpu_seconds(w: Workload) -> float:
+    """GPUs x runtime estimate: the work a workload asks for (inf when it has no estimate)."""
+    if w.estimated_duration_s is None:
+        return math.inf
+    return max(w.total_gpu_milli, 1) / 1000.0 * w.estimated_duration_s
 
 
 def workload_mix(workloads: Iterable[Workload]) -> list[tuple[TaskRequest, float]]:
@@ -110,6 +131,12 @@ class PolicyScheduler:
         # head start). Without it, a workload earlier in the order could take that room, and the
         # preemptor would preempt again, round after round.
         self._nominated: set[str] = set()
+        # Victims of this scheduler's preemptions, with when: a requeued run's starvation clock
+        # starts at its preemption, not at its submission. Counted from submission, a run stopped
+        # after days of work was "starving" the moment it was requeued, and preempted others in
+        # turn (a cascade of reclaims and aging on philly-2017). In memory, like ``_nominated``:
+        # after a restart the clock falls back to submission, which only ages sooner.
+        self._requeued_at: dict[str, float] = {}
         if self.options.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.options.order!r}")
 
@@ -123,7 +150,7 @@ class PolicyScheduler:
             yield from sorted(pending, key=lambda w: (
                 w.estimated_duration_s if w.estimated_duration_s is not None else math.inf, w.created_at, w.job_id))
             return
-        by_priority = sorted(pending, key=lambda w: (-w.priority, w.created_at, w.job_id))
+        by_priority = sorted(pending, key=self._line_key)
         if self.options.order == "priority":
             yield from by_priority
             return
@@ -142,6 +169,14 @@ class PolicyScheduler:
             if pos + 1 < len(lines[q]):
                 nxt = lines[q][pos + 1]
                 heapq.heappush(heap, (book.share(q), -nxt.priority, nxt.created_at, nxt.job_id, q, pos + 1))
+
+    def _waiting_since(self, w: Workload) -> float:
+        """Start of the wait that aging measures: submission, or the last preemption of ``w``."""
+        return self._requeued_at.get(w.job_id, w.created_at)
+
+    def _line_key(self, w: Workload) -> tuple[int, float, float, str]:
+        """Order of a queue's line: priority, then (``size_order``) GPU-seconds, then submission."""
+        return (-w.priority, gpu_seconds(w) if self.options.size_order else 0.0, w.created_at, w.job_id)
 
     def _nominal_first(self, order: Iterable[Workload], book: QuotaBook, pool_models: Sequence[str]) -> Iterator[Workload]:
         """``order``, but workloads that would have to borrow quota go after all that need not.
@@ -209,11 +244,14 @@ class PolicyScheduler:
         last_nominated, self._nominated = self._nominated, set()
         nominated = sorted((w for w in pending if w.job_id in last_nominated),
                            key=lambda w: (-w.priority, w.created_at, w.job_id))
+        live = {w.job_id for w in pending} | {r.workload.job_id for r in inp.running}
+        self._requeued_at = {j: t for j, t in self._requeued_at.items() if j in live}
         starving_ids: set[str] = set()
         if opts.backfill and opts.starvation_s is not None:
             starving_ids = {w.job_id for w in pending
-                            if now - w.created_at >= opts.starvation_s and w.job_id not in last_nominated}
-        starving = sorted((w for w in pending if w.job_id in starving_ids), key=lambda w: (w.created_at, w.job_id))
+                            if now - self._waiting_since(w) >= opts.starvation_s and w.job_id not in last_nominated}
+        starving = sorted((w for w in pending if w.job_id in starving_ids),
+                          key=lambda w: (self._waiting_since(w), w.job_id))
         starving_reserved = 0
         first = last_nominated | starving_ids
         rest = (w for w in self._order(pending, book) if w.job_id not in first)
@@ -241,7 +279,7 @@ class PolicyScheduler:
                     if mine is not None:
                         start = "an unknown time" if math.isinf(mine.start) else f"t={mine.start:.0f}"
                         result.pending_reasons[w.job_id] += (
-                            f"; waiting since t={w.created_at:.0f}: resources reserved at {start}")
+                            f"; waiting since t={self._waiting_since(w):.0f}: resources reserved at {start}")
                 unplaced.append((w, models, refusal))
                 ahead_priorities.append(w.priority)
                 continue
@@ -284,6 +322,8 @@ class PolicyScheduler:
             if opts.strict_fifo and not opts.backfill:
                 blocked_by = w
 
+        for p in result.placements:
+            self._requeued_at.pop(p.job_id, None)
         if opts.preemption:
             reserved_nodes = {r.job_id: [pool.nodes[i].name for i in r.nodes] for r in reservations.items}
             self._preempt(inp, unplaced, placer, book, nodes, result, admissible, starving_ids, reserved_nodes)
@@ -305,6 +345,41 @@ class PolicyScheduler:
         reclaimable = [v for v in refused if v.reclaimable]
         return ok, (reclaimable or refused)[0]
 
+    def _frees_soon(self, w: Workload, inp: SchedulingInput, placer: Placer, book: QuotaBook,
+                    nodes: Mapping[str, Node], admissible: Callable[[Workload], list[str] | None],
+                    taken: Collection[str]) -> bool:
+        """Would ``w`` be admitted and fit once the workloads estimated to end within the grace end?
+
+        Tried on the round's pool and quota book, with those workloads released, then restored.
+        """
+        grace = self.options.preempt_grace_s
+        if grace <= 0:
+            return False
+        horizon = inp.now + grace
+        ending = [r for r in inp.running if r.workload.job_id not in taken
+                  and estimated_end(r.started_at, r.workload.estimated_duration_s) <= horizon]
+        if not ending:
+            return False
+        pool = placer.pool
+        for r in ending:
+            pool.give_back_placement(r.placement)
+            if r.workload.queue in book.queues:
+                book.charge(r.workload.queue, r.placement, nodes, -1)
+        try:
+            models = admissible(w)
+            if models is not None and not models:
+                return False
+            p = placer.place(w, models)
+            if p is None:
+                return False
+            pool.give_back_placement(p)
+            return True
+        finally:
+            for r in reversed(ending):
+                pool.take_placement(r.placement)
+                if r.workload.queue in book.queues:
+                    book.charge(r.workload.queue, r.placement, nodes, +1)
+
     def _preempt(self, inp: SchedulingInput, unplaced: list[tuple[Workload, list[str] | None, QuotaVerdict | None]],
                  placer: Placer, book: QuotaBook, nodes: Mapping[str, Node], result: SchedulingResult,
                  admissible: Callable[[Workload], list[str] | None], starving: Collection[str] = (),
@@ -321,11 +396,15 @@ class PolicyScheduler:
         reclaiming = {u[0].job_id for u in unplaced if reclaim_models(u[0], book, wanted_models(u[0], pool_models))}
         order = sorted(unplaced, key=lambda u: (
             u[0].job_id not in reclaiming, u[0].job_id not in starving,
-            u[0].created_at if u[0].job_id in starving else 0.0, -u[0].priority))
+            self._waiting_since(u[0]) if u[0].job_id in starving else 0.0, -u[0].priority))
         for w, _models, _refusal in order:
             if tried >= self.options.max_preemptors:
                 break
             if w.priority <= lowest and w.job_id not in reclaiming and w.job_id not in starving:
+                continue
+            if self._frees_soon(w, inp, placer, book, nodes, admissible, taken):
+                result.pending_reasons[w.job_id] = result.pending_reasons.get(w.job_id, "") + (
+                    f"; no preemption: running jobs free its room within {self.options.preempt_grace_s:.0f} s")
                 continue
             tried += 1
             victims = select_victims(w, inp.running, taken, placer, book, nodes, admissible,
@@ -337,6 +416,7 @@ class PolicyScheduler:
             names = []
             for r, rule in victims:
                 taken.add(r.workload.job_id)
+                self._requeued_at[r.workload.job_id] = inp.now
                 names.append(r.workload.name)
                 op = ">" if w.priority > r.workload.priority else "<="
                 result.preemptions.append(Preemption(
