@@ -141,7 +141,7 @@ def test_torch_adapters_shard_by_rank_and_worker_and_resume(tmp_path: Path) -> N
     for rank in range(2):
         ds = ShardIterableDataset(shards, seed=7, rank=rank, world_size=2, transform=key_only)
         ds.set_epoch(3)
-        loader = tud.DataLoader(ds, batch_size=None, num_workers=2)
+        loader: tud.DataLoader[str] = tud.DataLoader(ds, batch_size=None, num_workers=2)
         got = list(loader)
         assert got == [shards.keys[i] for i in ds.rank_indices()]
         seen += got
@@ -179,3 +179,163 @@ def test_pack_killed_midway_leaves_the_previous_dataset_intact(tmp_path: Path) -
     proc.wait()
     ds = ShardedDataset(str(tmp_path / "ds"))
     assert {k: ds.get(k) for k in ds.keys} == files  # the old pack, whole; the new one invisible
+
+
+def _packed(tmp_path: Path, n: int = 120, shard_size: int = 16 << 10) -> tuple[dict[str, bytes], Path]:
+    files = make_tree(tmp_path / "src", n=n)
+    pack(str(tmp_path / "src"), str(tmp_path / "ds"), shard_size=shard_size)
+    return files, tmp_path / "ds"
+
+
+@pytest.mark.parametrize("verify", [True, "shard", "record", False])
+def test_every_read_path_returns_the_packed_bytes(tmp_path: Path, verify: bool | str) -> None:
+    files, dest = _packed(tmp_path)
+    ds = ShardedDataset(str(dest), verify=verify)  # type: ignore[arg-type]
+    want = [files[k] for k in ds.keys]
+    assert [ds.read(i) for i in range(len(ds))] == want
+    assert ds.read_many(range(len(ds))) == want
+    assert [bytes(ds.read_view(i)) for i in range(len(ds))] == want
+    assert all(type(p) is bytes for p in ds.read_many([0, len(ds) - 1]))
+    assert [p for _, p in ds.iter_epoch(epoch=1, batch=7)] == [want[i] for i in ds.order(epoch=1).tolist()]
+
+
+def test_index_keeps_a_crc_per_shard_that_matches_the_file(tmp_path: Path) -> None:
+    _, dest = _packed(tmp_path)
+    ds = ShardedDataset(str(dest))
+    assert len(ds.shards) > 1
+    for s in ds.shards:
+        assert s["crc32c"] == tfrecord.crc32c((dest / s["name"]).read_bytes())
+
+
+@settings(max_examples=25, deadline=None)
+@given(picks=st.lists(st.integers(0, 59), max_size=80), batch=st.integers(1, 9))
+def test_batch_reads_match_single_reads(tmp_path_factory: pytest.TempPathFactory, picks: list[int],
+                                        batch: int) -> None:
+    ds = _shared_ds(tmp_path_factory)
+    assert ds.read_many(picks) == [ds.read(i) for i in picks]
+    assert list(ds.iter_epoch(epoch=3, seed=1, batch=batch)) == [
+        (ds.keys[i], ds.read(i)) for i in ds.order(epoch=3, seed=1).tolist()]
+
+
+_SHARED: dict[str, ShardedDataset] = {}
+
+
+def _shared_ds(factory: pytest.TempPathFactory) -> ShardedDataset:
+    if "ds" not in _SHARED:
+        root = factory.mktemp("shared")
+        make_tree(root / "src", n=60)
+        pack(str(root / "src"), str(root / "ds"), shard_size=8 << 10)
+        _SHARED["ds"] = ShardedDataset(str(root / "ds"))
+    return _SHARED["ds"]
+
+
+def test_a_damaged_shard_keeps_its_intact_samples_readable(tmp_path: Path) -> None:
+    files, dest = _packed(tmp_path, shard_size=1 << 20)
+    ds = ShardedDataset(str(dest))
+    assert len(ds.shards) == 1
+    bad = next(j for j in range(len(ds)) if ds._length[j] > 10)
+    shard = dest / ds.shards[0]["name"]
+    raw = bytearray(shard.read_bytes())
+    raw[int(ds._offset[bad]) + 12 + 5] ^= 0x40
+    shard.write_bytes(bytes(raw))
+    ds = ShardedDataset(str(dest))
+    with pytest.raises(CorruptRecord, match=f"{ds.keys[bad]}.*CRC32C"):
+        ds.read(bad)
+    with pytest.raises(CorruptRecord, match="CRC32C"):
+        ds.read_many([0, bad])
+    good = [i for i in range(len(ds)) if i != bad]
+    assert ds.read_many(good) == [files[ds.keys[i]] for i in good]
+
+
+def test_an_index_that_disagrees_with_its_shard_is_caught(tmp_path: Path) -> None:
+    import json
+
+    _, dest = _packed(tmp_path, shard_size=1 << 20)
+    index = json.loads((dest / INDEX_NAME).read_text())
+    i = next(j for j, n in enumerate(index["length"]) if n > 1)
+    index["length"][i] -= 1  # the shard (and its CRC) are intact; the index lies about one record
+    (dest / INDEX_NAME).write_text(json.dumps(index))
+    ds = ShardedDataset(str(dest))
+    with pytest.raises(CorruptRecord, match="has length"):
+        ds.read(i)
+
+
+def test_datasets_packed_without_shard_crcs_are_checked_per_record(tmp_path: Path) -> None:
+    import json
+
+    files, dest = _packed(tmp_path)
+    index = json.loads((dest / INDEX_NAME).read_text())
+    for s in index["shards"]:
+        del s["crc32c"]
+    (dest / INDEX_NAME).write_text(json.dumps(index))
+    ds = ShardedDataset(str(dest))
+    assert ds.read_many(range(len(ds))) == [files[k] for k in ds.keys]
+    with pytest.raises(DataError, match="verify='shard' needs"):
+        ShardedDataset(str(dest), verify="shard")
+    with pytest.raises(DataError, match="not a verification mode"):
+        ShardedDataset(str(dest), verify="yes")  # type: ignore[arg-type]
+
+
+def test_batch_reads_refuse_bad_indices(tmp_path: Path) -> None:
+    _, dest = _packed(tmp_path, n=10)
+    ds = ShardedDataset(str(dest))
+    with pytest.raises(IndexError, match="sample 10 out of range"):
+        ds.read_many([0, 10])
+    with pytest.raises(IndexError, match="sample -1"):
+        ds.read_many([-1])
+    with pytest.raises(IndexError):
+        ds.read_view(10)
+    with pytest.raises(DataError, match="flat sequence"):
+        ds.read_many([[0, 1]])  # type: ignore[list-item]
+    assert ds.read_many([]) == []
+
+
+def test_views_outlive_close_and_reads_reopen(tmp_path: Path) -> None:
+    files, dest = _packed(tmp_path, n=10)
+    with ShardedDataset(str(dest)) as ds:
+        i = next(j for j in range(len(ds)) if ds._length[j] > 0)
+        view = ds.read_view(i)
+    assert bytes(view) == files[ds.keys[i]]  # the map is kept while the view lives
+    assert ds.read(i) == files[ds.keys[i]]  # and a read after close maps the shard again
+    ds.close()
+
+
+def test_pickled_dataset_reads_in_a_fresh_process(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    files, dest = _packed(tmp_path, n=30)
+    ds = ShardedDataset(str(dest))
+    ds.read(0)  # maps a shard here; the child must map its own
+    with mp.get_context("spawn").Pool(1) as pool:
+        got = pool.apply(_read_all, (ds,))
+    assert got == [files[k] for k in ds.keys]
+
+
+def _read_all(ds: ShardedDataset) -> list[bytes]:
+    return ds.read_many(range(len(ds)))
+
+
+def test_map_dataset_batches_go_through_read_many(tmp_path: Path) -> None:
+    import torch.utils.data as tud
+
+    from modelplane.data.torch_data import ShardMapDataset
+
+    files, dest = _packed(tmp_path, n=40)
+    shards = ShardedDataset(str(dest))
+    ds = ShardMapDataset(shards, transform=lambda k, p: (k, p))
+    assert ds.__getitems__([3, 1]) == [(shards.keys[3], files[shards.keys[3]]), (shards.keys[1], files[shards.keys[1]])]
+    loader: tud.DataLoader[tuple[str, bytes]] = tud.DataLoader(ds, batch_size=6, num_workers=2, collate_fn=list)
+    got = [item for batch in loader for item in batch]
+    assert got == [(k, files[k]) for k in shards.keys]
+
+
+def test_missing_or_truncated_shards_are_named(tmp_path: Path) -> None:
+    _, dest = _packed(tmp_path, n=20, shard_size=1 << 20)
+    ds = ShardedDataset(str(dest))
+    shard = dest / ds.shards[0]["name"]
+    shard.write_bytes(b"")
+    with pytest.raises(CorruptRecord, match="is empty"):
+        ShardedDataset(str(dest)).read(0)
+    shard.unlink()
+    with pytest.raises(DataError, match="is missing"):
+        ShardedDataset(str(dest)).read(0)

@@ -47,6 +47,11 @@ class ShardMapDataset(_tud.Dataset):  # type: ignore[misc,name-defined]
     def __getitem__(self, i: int) -> Any:
         return self.transform(self.shards.keys[i], self.shards.read(i))
 
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """A whole batch in one call: the DataLoader's fetcher uses this instead of ``__getitem__``."""
+        keys, transform = self.shards.keys, self.transform
+        return [transform(keys[i], p) for i, p in zip(indices, self.shards.read_many(indices), strict=True)]
+
 
 class ShardIterableDataset(_tud.IterableDataset):  # type: ignore[misc,name-defined]
     """Iterable: this rank's share of the epoch's deterministic order, split across workers."""
