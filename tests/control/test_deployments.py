@@ -58,6 +58,20 @@ def children(store: Store, name: str = "digits") -> list[JobRecord]:
     return sorted(replica_jobs_by_deployment(jobs).get(name, []), key=lambda j: j.name)
 
 
+def _delete_and_wait(store: Store, loop: Any, name: str = "digits", timeout: float = 30) -> None:
+    """Delete the deployment, run the controllers until it is gone, then close the store."""
+    store.update_deployment(name, deleting=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        loop.run_once()
+        try:
+            store.get_deployment(name)
+        except NotFound:
+            break
+        time.sleep(0.2)
+    store.close()
+
+
 def test_each_replica_is_a_single_task_job_linked_to_its_deployment(pool: Store, tmp_path: Path):
     pool.create_deployment(deployment_doc(replicas=2))
     c = controller(pool, tmp_path)
@@ -225,16 +239,7 @@ def test_scale_down_drains_the_least_busy_ready_replica(tmp_path: Path):
             httpx.get(f"{by_name[idle]}/v2/health/ready", timeout=2)
         assert store.get_deployment("digits").status["ready"] == 1
     finally:
-        store.update_deployment("digits", deleting=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            loop.run_once()
-            try:
-                store.get_deployment("digits")
-            except NotFound:
-                break
-            time.sleep(0.2)
-        store.close()
+        _delete_and_wait(store, loop)
 
 
 def test_a_failing_replica_is_replaced_with_growing_backoff(pool: Store, tmp_path: Path):
@@ -388,14 +393,5 @@ def test_a_replica_endpoint_is_on_the_address_its_backend_reports(tmp_path: Path
         endpoint = store.list_tasks(kids[0].id)[0].endpoint
         assert endpoint.startswith("http://10.1.2.3:") and int(endpoint.rsplit(":", 1)[1]) > 0
     finally:
-        store.update_deployment("digits", deleting=True)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            loop.run_once()
-            try:
-                store.get_deployment("digits")
-            except NotFound:
-                break
-            time.sleep(0.2)
-        store.close()
+        _delete_and_wait(store, loop)
     assert (_host(""), _host("10.0.0.5"), _host("fd00::1")) == ("127.0.0.1", "10.0.0.5", "[fd00::1]")

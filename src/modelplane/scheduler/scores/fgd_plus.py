@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
-from modelplane.scheduler.scores._common import MAX_SPEC_GPU_MILLI, feasible
-from modelplane.scheduler.scores.fgd import _mix, fgd_int_score, fgd_options
+from modelplane.scheduler.scores._common import MAX_SPEC_GPU_MILLI
+from modelplane.scheduler.scores.fgd import FGDScorer
 from modelplane.scheduler.scoring import ScoreContext, register_scorer
 
 TIE_SCALE = 0.5  # the tie-break term stays below one integer step of the FGD score
@@ -34,16 +34,10 @@ class FGDPlusScorer:
     name = "fgd_plus"
 
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
-        if not feasible(free, request):
+        scored = FGDScorer().score(free, request, ctx)  # FGD's integer score and its devices
+        if scored is None:
             return None
-        best: tuple[int, tuple[int, ...]] | None = None
-        for delta, devices in fgd_options(free.cpu_milli, free.device_free, free.node.gpu_model, request, _mix(ctx, request)):
-            s = fgd_int_score(delta)
-            if best is None or s > best[0]:
-                best = (s, devices)
-        if best is None:
-            return None
-        return best[0] + packing_tie(free.gpu_free_milli, request), best[1]
+        return scored[0] + packing_tie(free.gpu_free_milli, request), scored[1]
 
 
 @register_scorer("fgd_plus")
