@@ -79,7 +79,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, asynchronous:
 
 
 def test_async_snapshot_is_isolated_from_later_updates(tmp_path: Path) -> None:
-    mgr, (model, *_rest) = _manager(tmp_path)
+    """The inline snapshot: any change after save() returns, by any code, misses the checkpoint."""
+    mgr, (model, *_rest) = _manager(tmp_path, overlap_staging=False)
     before = [p.detach().clone() for p in model.parameters()]
     record = mgr.save(1)
     assert record.asynchronous

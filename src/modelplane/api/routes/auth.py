@@ -35,8 +35,11 @@ def _security(request: Request) -> ApiSecurity:
 Security = Annotated[ApiSecurity, Depends(_security)]
 
 
+FINGERPRINT = r"^sha256:[0-9a-f]{64}$"  # security/identity/devices.fingerprint
+
+
 class DeviceProofIn(BaseModel):
-    fingerprint: str = Field(max_length=80)
+    fingerprint: str = Field(max_length=80, pattern=FINGERPRINT)
     nonce: str = Field(max_length=200)
     signature: str = Field(max_length=200, description="base64 Ed25519 signature over the challenge")
 
@@ -61,7 +64,7 @@ class DeviceIn(BaseModel):
 
 
 class FingerprintIn(BaseModel):
-    fingerprint: str = Field(max_length=80)
+    fingerprint: str = Field(max_length=80, pattern=FINGERPRINT)
 
 
 def _b64(text: str, field: str) -> bytes:
