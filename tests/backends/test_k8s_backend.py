@@ -161,6 +161,8 @@ class FakeKubeApiServer:
         with self.lock:
             pod = self.pods[(ns, name)]
             st: dict[str, Any] = {"phase": phase}
+            if phase == "Running":  # the kubelet reports the pod's IP once it runs
+                st["podIP"] = f"10.244.0.{len(self.pods)}"
             if reason:
                 st["reason"] = reason
             if exit_code is not None:
@@ -240,6 +242,7 @@ def test_phases_exit_codes_and_logs(apiserver: FakeKubeApiServer, tmp_path: Path
     apiserver.logs[("ml", pod0)] = "step 1\ncafé\n"
     statuses = be.poll("job-1", statuses)
     assert [s.phase for s in statuses] == [TaskPhase.RUNNING, TaskPhase.RUNNING]
+    assert all(s.address.startswith("10.244.0.") for s in statuses)  # a serving pod's endpoint host
     text, offset = be.read_logs("job-1", 0, 0)
     assert text == "step 1\ncafé\n" and offset == len(text.encode())
     assert be.read_logs("job-1", 0, 7) == ("café\n", offset)

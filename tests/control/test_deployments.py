@@ -395,3 +395,36 @@ def test_a_replica_endpoint_is_on_the_address_its_backend_reports(tmp_path: Path
     finally:
         _delete_and_wait(store, loop)
     assert (_host(""), _host("10.0.0.5"), _host("fd00::1")) == ("127.0.0.1", "10.0.0.5", "[fd00::1]")
+
+
+def test_an_address_known_only_once_the_replica_runs_updates_its_endpoint(tmp_path: Path):
+    """Kubernetes knows a pod's IP only once it runs: the endpoint recorded at launch (this host)
+    moves to the address the backend reports later, keeping the port."""
+    import dataclasses
+
+    class AddressLater(LocalBackend):
+        def _poll(self, job_id, known):  # type: ignore[no-untyped-def]
+            return [dataclasses.replace(s, address="10.9.8.7") for s in super()._poll(job_id, known)]
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue("inference", team="product"))
+    loop = ReconcileLoop([SchedulerController(store, make_scheduler("default"), time.time),
+                          JobController(store, AddressLater(tmp_path / "backend"), time.time, stop_grace_seconds=5),
+                          controller(store, tmp_path)])
+    store.create_deployment(deployment_doc(replicas=1))
+    try:
+        deadline = time.time() + 30
+        first = ""
+        while True:
+            assert time.time() < deadline, "the replica's endpoint never moved to the reported address"
+            loop.run_once()
+            kids = children(store)
+            endpoint = store.list_tasks(kids[0].id)[0].endpoint if kids and store.list_tasks(kids[0].id) else ""
+            first = first or endpoint
+            if endpoint.startswith("http://10.9.8.7:"):
+                break
+            time.sleep(0.2)
+        assert first.startswith("http://127.0.0.1:") and first.rsplit(":", 1)[1] == endpoint.rsplit(":", 1)[1]
+    finally:
+        _delete_and_wait(store, loop)

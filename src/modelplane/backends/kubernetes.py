@@ -104,8 +104,9 @@ def status_of_pod(job_id: str, rank: int, pod: dict[str, Any] | None, handle: st
         prefix = "stopped on request: " if stopped else ""
         return TaskStatus(job_id, rank, TaskPhase.FAILED, exit_code=int(code) if code is not None else 1,
                           handle=handle, message=prefix + (f"{words} ({reason})" if reason and code is not None else words))
-    if phase == "Running":
-        return TaskStatus(job_id, rank, TaskPhase.RUNNING, handle=handle, message=f"running on {node}")
+    if phase == "Running":  # the pod IP is where a serving task is reached (its endpoint)
+        return TaskStatus(job_id, rank, TaskPhase.RUNNING, handle=handle, message=f"running on {node}",
+                          address=str(status.get("podIP") or ""))
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in PERMANENT_WAITING:
         return TaskStatus(job_id, rank, TaskPhase.FAILED, exit_code=127, handle=handle,

@@ -40,6 +40,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _with_host(endpoint: str, address: str) -> str:
+    """``endpoint`` (scheme://host:port) with its host replaced by ``address``."""
+    scheme, _, rest = endpoint.partition("://")
+    return f"{scheme}://{_host(address)}:{rest.rpartition(':')[2]}"
+
+
 def _host(address: str) -> str:
     """A serving task's host in a URL: the address its backend reports (the node it runs on), else
     this host (the local backend); an IPv6 address in brackets."""
@@ -294,9 +300,13 @@ class JobController(Controller):
         rows = {t.rank: t for t in known_rows}
         for st in statuses:
             row = rows.get(st.rank)
-            if row and (row.phase != st.phase.value or row.exit_code != st.exit_code):
+            # A serving task's address may only be known once it runs (a Kubernetes pod's IP).
+            endpoint = _with_host(row.endpoint, st.address) if row and row.endpoint and st.address else None
+            if row and (row.phase != st.phase.value or row.exit_code != st.exit_code
+                        or (endpoint is not None and endpoint != row.endpoint)):
                 self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
-                                    exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle)
+                                    exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle,
+                                    endpoint=endpoint)
                 if job.kind == "FederatedJob" and row.pod_set != "server" and st.phase in FINISHED_PHASES \
                         and st.phase is not TaskPhase.SUCCEEDED:
                     self.store.add_event(job.id, "PartyLost", f"{row.pod_set} (rank {st.rank}) "
