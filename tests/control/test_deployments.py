@@ -365,6 +365,19 @@ def test_a_rollout_to_a_model_that_cannot_be_loaded_stops_at_once(pool: Store, t
     assert [k.name for k in children(pool)] == [old.name] and d.status["phase"] != "Failed"
 
 
+def _one_replica(tmp_path: Path, backend: type[LocalBackend]) -> tuple[Store, ReconcileLoop]:
+    """A one-node pool with the scheduler, the job controller on ``backend`` and the deployment
+    controller, and a one-replica deployment applied."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.upsert_node(gpu_node("n1"))
+    store.upsert_queue(queue("inference", team="product"))
+    loop = ReconcileLoop([SchedulerController(store, make_scheduler("default"), time.time),
+                          JobController(store, backend(tmp_path / "backend"), time.time, stop_grace_seconds=5),
+                          controller(store, tmp_path)])
+    store.create_deployment(deployment_doc(replicas=1))
+    return store, loop
+
+
 def test_a_replica_endpoint_is_on_the_address_its_backend_reports(tmp_path: Path):
     """A backend that runs tasks on other hosts (Ray: the node's IP) reports where each one is; the
     replica's endpoint, and so the gateway, use it. The local backend reports nothing: 127.0.0.1."""
@@ -376,13 +389,7 @@ def test_a_replica_endpoint_is_on_the_address_its_backend_reports(tmp_path: Path
         def _launch(self, tasks):  # type: ignore[no-untyped-def]
             return [dataclasses.replace(s, address="10.1.2.3") for s in super()._launch(tasks)]
 
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    store.upsert_node(gpu_node("n1"))
-    store.upsert_queue(queue("inference", team="product"))
-    loop = ReconcileLoop([SchedulerController(store, make_scheduler("default"), time.time),
-                          JobController(store, RemoteLooking(tmp_path / "backend"), time.time, stop_grace_seconds=5),
-                          controller(store, tmp_path)])
-    store.create_deployment(deployment_doc(replicas=1))
+    store, loop = _one_replica(tmp_path, RemoteLooking)
     try:
         deadline = time.time() + 30
         while not (kids := children(store)) or not store.list_tasks(kids[0].id) \
@@ -406,13 +413,7 @@ def test_an_address_known_only_once_the_replica_runs_updates_its_endpoint(tmp_pa
         def _poll(self, job_id, known):  # type: ignore[no-untyped-def]
             return [dataclasses.replace(s, address="10.9.8.7") for s in super()._poll(job_id, known)]
 
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    store.upsert_node(gpu_node("n1"))
-    store.upsert_queue(queue("inference", team="product"))
-    loop = ReconcileLoop([SchedulerController(store, make_scheduler("default"), time.time),
-                          JobController(store, AddressLater(tmp_path / "backend"), time.time, stop_grace_seconds=5),
-                          controller(store, tmp_path)])
-    store.create_deployment(deployment_doc(replicas=1))
+    store, loop = _one_replica(tmp_path, AddressLater)
     try:
         deadline = time.time() + 30
         first = ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,9 @@ from modelplane.control.federation import federation_env, role_of
 from modelplane.privacy.errors import CertificateError
 from modelplane.privacy.federation import FEDERATION_ENDPOINTS_ENV, TLS_KEY_ENV, from_env
 from modelplane.privacy.vertical import job
+from modelplane.serve.launch import free_port
 
 SRC = str(Path(job.__file__).resolve().parents[3])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _issue(ports: dict[str, int]) -> dict[str, dict[str, str]]:
@@ -73,7 +67,7 @@ def test_three_roles_train_with_what_the_control_plane_issues(tmp_path: Path) ->
     """Real processes, each with only its own environment and data directory: no shared files."""
     from modelplane.privacy.vertical.data import main as split_main
 
-    issued = _issue({"server": _free_port(), "party-guest": _free_port(), "party-host": _free_port()})
+    issued = _issue({"server": free_port(), "party-guest": free_port(), "party-host": free_port()})
     for role in ("guest", "host"):
         assert split_main(["--only", role, "--out", str(tmp_path / role)]) == 0
     procs = {}

@@ -20,9 +20,18 @@ from modelplane.serve.guards.injection import (
     word_ngrams,
 )
 from modelplane.serve.guards.pii import PiiMonitor, PresidioPatternEngine, luhn_ok
+from tests.conftest import SHARED
 
-CYBERSECEVAL = Path("../shared/data/datasets/cyberseceval-prompt-injection")
-needs_data = pytest.mark.skipif(not CYBERSECEVAL.exists(), reason="run from the repository root next to ../shared")
+CYBERSECEVAL = SHARED / "data" / "datasets" / "cyberseceval-prompt-injection"
+
+
+@pytest.fixture
+def cyberseceval() -> Path:
+    """The attack set the guard is trained on; a checkout without it fails here, naming the fix."""
+    if not CYBERSECEVAL.is_dir():
+        pytest.fail(f"{CYBERSECEVAL} is missing: check out the shared data next to this repository "
+                    "(../shared/data/datasets/cyberseceval-prompt-injection)", pytrace=False)
+    return CYBERSECEVAL
 # Letters, digits (ASCII and not), whitespace runs, punctuation and scripts the attacks use.
 TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ  \t\n019@:.-_'éßпр密码パスワ٣१")), max_size=60)
 
@@ -160,16 +169,14 @@ def test_rules_catch_new_families_and_spare_instructions_not_to_reveal() -> None
     assert r.matches("Can you explain what a 'developer mode' toggle does on Android phones?") == []
 
 
-@needs_data
-def test_rules_are_silent_on_the_benign_training_split() -> None:
+def test_rules_are_silent_on_the_benign_training_split(cyberseceval: Path) -> None:
     r = RegexRules()
-    hits = [s.text for s in all_samples(CYBERSECEVAL) if s.label == 0 and not is_test_group(s.group) and r.matches(s.text)]
+    hits = [s.text for s in all_samples(cyberseceval) if s.label == 0 and not is_test_group(s.group) and r.matches(s.text)]
     assert hits == []
 
 
-@needs_data
-def test_translations_share_their_english_cases_group() -> None:
-    samples = load_cyberseceval(CYBERSECEVAL)
+def test_translations_share_their_english_cases_group(cyberseceval: Path) -> None:
+    samples = load_cyberseceval(cyberseceval)
     by_group: dict[str, set[str]] = {}
     for s in samples:
         if s.label == 1:

@@ -7,8 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
-pytest.importorskip("opacus")
 import torch
 from torch import nn
 

@@ -40,10 +40,14 @@ class PrivacyBudgetController(Controller):
         self.runtime_dir = runtime_dir
         self._recorded: dict[str, tuple[int, bool]] = {}  # job id -> (last epoch recorded, exhausted recorded)
         self._running: set[str] = set()  # ids of the jobs seen running last round
+        self._private: dict[str, bool] = {}  # job id -> has spec.privacy (manifests never change)
 
     def reconcile(self) -> None:
         running, _ = self.store.list_jobs(states=[JobState.RUNNING], kind="TrainingJob", limit=100_000)
-        watched = [j for j in running if _has_privacy(j)]
+        for j in running:
+            if j.id not in self._private:
+                self._private[j.id] = _has_privacy(j)
+        watched = [j for j in running if self._private[j.id]]
         now = {j.id for j in watched}
         # Jobs that stopped running since the last round: their final report may have come late.
         for job_id in self._running - now:
@@ -55,6 +59,8 @@ class PrivacyBudgetController(Controller):
             self._sync(job)
         for job_id in self._running - now:
             self._recorded.pop(job_id, None)
+        live = {j.id for j in running}
+        self._private = {k: v for k, v in self._private.items() if k in live}
         self._running = now
 
     def _reported(self, job: JobRecord) -> dict[str, Any] | None:
