@@ -38,7 +38,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -58,7 +58,7 @@ from modelplane.train.manifest import (
 from modelplane.train.peer_memory import PeerMemoryError, PeerMemoryTier, namespace_for, urls_from_env
 from modelplane.train.policy import SavePolicy
 from modelplane.train.preempt import NoPreemption, PreemptionWatcher
-from modelplane.train.staging import HostSnapshot, Progress, Unsupported
+from modelplane.train.staging import HostSnapshot, LiveSource, Progress, Unsupported
 from modelplane.train.storage import Store, raw_reader, raw_writer
 
 log = logging.getLogger("modelplane.train.checkpoint")
@@ -150,6 +150,9 @@ class CheckpointManager:
     verify_on_resume: bool = True
     # O_DIRECT for the tensor data where the file system allows it (falls back to buffered I/O)
     direct_io: bool = True
+    # with the overlapped copy on: write parameters and optimizer state straight from the live
+    # tensors until the next optimizer step, which copies only what is not on disk yet
+    write_from_live: bool = True
     preempt: PreemptionWatcher = field(default_factory=NoPreemption)
     seed: int = 0
     storage_options: dict[str, Any] | None = None
@@ -180,7 +183,9 @@ class CheckpointManager:
         self._pending: Future[SaveRecord] | None = None
         self._host = HostSnapshot()  # the reused host buffer of asynchronous saves
         self._state_cache: tuple[Any, dict[str, Any]] | None = None
-        self._staging: Any = None  # (fence, record) while a snapshot copies beside training
+        # (fence, record, needed by wait) while a snapshot copies beside training or the write
+        # still reads the live tensors
+        self._staging: Any = None
         self._hooked = False
         self._reseeding: Future[None] | None = None
         self.reseeded: list[int] = []  # saved ranks whose files this rank put back into peer memory
@@ -322,7 +327,9 @@ class CheckpointManager:
         torch.save(body, buf)
         return buf.getvalue()
 
-    def _writer(self, rel: str, regions: list[tuple[int, int]] | None = None, ready: Any = None) -> Any:
+    def _writer(
+        self, rel: str, regions: list[tuple[int, int]] | None = None, ready: Any = None, guard: Any = None
+    ) -> Any:
         return raw_writer(
             self.store.full(rel),
             local=self.store.local,
@@ -330,6 +337,7 @@ class CheckpointManager:
             fsync=self.fsync,
             regions=regions or [],
             ready=ready,
+            guard=guard,
             direct_io=self.direct_io,
             storage_options=self.storage_options,
         )
@@ -388,18 +396,24 @@ class CheckpointManager:
         which only the optimizer step changes, are copied in the background beside the next
         forward and backward, and the tracked optimizer's step waits for that copy (a step
         pre-hook). Code that changes parameters in place outside the optimizer step must leave
-        it off."""
+        it off.
+
+        With ``write_from_live`` (the default) those tensors are not copied at all unless the
+        optimizer step comes before the write has read them: the write streams them from the
+        live tensors and the step's pre-hook copies only the rest (:class:`LiveSource`)."""
         try:
             prepared = self._host.prepare(tensors)
         except Unsupported:  # DTensor / ShardedTensor state (FSDP): DCP's own CPU copy
             from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
             staged = _copy_state_dict(tensors, _create_cpu_state_dict(tensors))
-            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0)
+            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0, None)
             return
         if not (self._overlapping() and self._optimizer is not None):
             progress = Progress()
-            self._pending = self._executor.submit(self._finish_async, record, prepared.state, None, progress, extras, t0)
+            self._pending = self._executor.submit(
+                self._finish_async, record, prepared.state, None, progress, extras, t0, None
+            )
             HostSnapshot.copy(prepared, progress=progress)
             return
         buffers = {int(b.data_ptr()) for b in self._model.buffers()}
@@ -409,11 +423,18 @@ class CheckpointManager:
         # in-place changes bump a tensor's version: one between now and the end of its copy means
         # the copy is not the state at this step, and the save fails rather than commit it
         versions = [prepared.sources[i]._version for i in later]
+        if self.write_from_live and LiveSource.usable(prepared, later):
+            live = LiveSource(prepared, later, versions)
+            self._staging = (live.fence, record, False)
+            self._install_staging_hook()
+            staged = prepared.mixed(later)
+            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0, live)
+            return
         fence: Future[None] = Future()
-        self._staging = (fence, record)
+        self._staging = (lambda: wait_futures([fence]), record, True)
         self._install_staging_hook()
         rest = (prepared, later, versions, fence)
-        self._pending = self._executor.submit(self._finish_async, record, prepared.state, rest, None, extras, t0)
+        self._pending = self._executor.submit(self._finish_async, record, prepared.state, rest, None, extras, t0, None)
 
     def _overlapping(self) -> bool:
         return bool(self.overlap_staging) if self.overlap_staging is not None else not self._overlap_fallback
@@ -428,14 +449,21 @@ class CheckpointManager:
         """Block until the snapshot is complete; the wait counts as blocking time of that save."""
         if self._staging is None:
             return
-        fence, record = self._staging
+        fence, record, _ = self._staging
         self._staging = None
         t0 = self.clock()
-        wait_futures([fence])  # a failed copy surfaces as the save's error, not in training
+        fence()  # a failed copy surfaces as the save's error, not in training
         record.blocking_s += self.clock() - t0
 
     def _finish_async(
-        self, record: SaveRecord, staged: Any, rest: Any, progress: Progress | None, extras: bytes, t0: float
+        self,
+        record: SaveRecord,
+        staged: Any,
+        rest: Any,
+        progress: Progress | None,
+        extras: bytes,
+        t0: float,
+        live: LiveSource | None,
     ) -> SaveRecord:
         metadata = None
         writer = None
@@ -447,25 +475,44 @@ class CheckpointManager:
                 finally:
                     fence.set_result(None)
                 changed = [i for i, v in zip(later, versions, strict=True) if prepared.sources[i]._version != v]
-                if changed and self.overlap_staging is None:
-                    self._overlap_fallback = True  # automatic mode: copy inline from the next save on
-                    log.warning("overlapped snapshot of step %d saw %d tensor(s) change outside the optimizer "
-                                "step; this save is dropped and later saves copy inline", record.step, len(changed))
-                if changed:
-                    raise CheckpointError(
-                        f"{len(changed)} tensor(s) changed in place while the overlapped snapshot copied them",
-                        field="overlap_staging",
-                        hint="something other than the tracked optimizer's step updates parameters or "
-                        "optimizer state; use overlap_staging=False for this job",
-                    )
+                self._refuse_changed(record, len(changed))
             writer = self._writer(
-                step_dir(record.step), self._host.regions, None if progress is None else progress.wait_for
+                step_dir(record.step),
+                self._host.regions,
+                None if progress is None else progress.wait_for,
+                live,
             )
-            metadata = self._dcp_save(staged, writer)
+            try:
+                metadata = self._dcp_save(staged, writer)
+            finally:
+                if live is not None:
+                    live.finish()
+            if live is not None:
+                self._refuse_changed(record, len(live.changed))
         except Exception as exc:  # the tensor write failed on this rank; still join the commit vote
             record.error = f"rank {self.rank}: tensor write failed: {exc!r}"
         self._commit(record, metadata, extras, t0, writer)
         return record
+
+    def _refuse_changed(self, record: SaveRecord, changed: int) -> None:
+        """Fail the save when tensors changed in place (outside the optimizer step) before the
+        overlapped copy or the live write had read them: the checkpoint would mix two steps."""
+        if not changed:
+            return
+        if self.overlap_staging is None:
+            self._overlap_fallback = True  # automatic mode: copy inline from the next save on
+            log.warning(
+                "overlapped snapshot of step %d saw %d tensor(s) change outside the optimizer step; "
+                "this save is dropped and later saves copy inline",
+                record.step,
+                changed,
+            )
+        raise CheckpointError(
+            f"{changed} tensor(s) changed in place while the overlapped snapshot copied them",
+            field="overlap_staging",
+            hint="something other than the tracked optimizer's step updates parameters or "
+            "optimizer state; use overlap_staging=False for this job",
+        )
 
     def _commit(self, record: SaveRecord, metadata: Any, extras: bytes, t0: float, writer: Any = None) -> None:
         """Write this rank's extras, collect the checksums of the files it wrote, and let rank 0
@@ -489,7 +536,7 @@ class CheckpointManager:
                 entries[name] = FileEntry(len(extras), digest_bytes(extras, self.checksum))
                 if payload is not None:
                     payload[name] = extras
-                for fname in self._files_of_rank(metadata):
+                for fname in self._files_of_rank(metadata, known):
                     if fname in known:
                         entries[fname] = FileEntry(*known[fname])
                         if payload is not None:
@@ -555,11 +602,19 @@ class CheckpointManager:
             record.mirrored = False
             log.warning("%s (%s)", exc.message, exc.hint)
 
-    def _files_of_rank(self, metadata: Any) -> list[str]:
-        """The DCP files this rank wrote (``__<rank>_*``), plus ``.metadata`` for rank 0."""
+    def _files_of_rank(self, metadata: Any, written: Mapping[str, Any] | None = None) -> list[str]:
+        """The DCP files this rank wrote (``__<rank>_*``), plus ``.metadata`` for rank 0.
+
+        Some torch releases (2.11 on an H100 here) return the global metadata from ``dcp.save``
+        before the writer's ``finish`` fills its ``storage_data``; the files this rank's own
+        writer recorded (``written``) name the same data files then."""
         if metadata is None:
             return []
-        names = {info.relative_path for info in metadata.storage_data.values()}
+        storage = getattr(metadata, "storage_data", None)
+        if storage:
+            names = {info.relative_path for info in storage.values()}
+        else:
+            names = set(written or ())
         mine = []
         for name in sorted(names):
             m = _SHARD_OWNER.match(name)
@@ -587,8 +642,10 @@ class CheckpointManager:
 
     def wait(self) -> SaveRecord | None:
         """Block until the in-flight save is committed (or failed); raise if it failed. Also
-        waits for a peer re-seed after resume (whose failure is only logged)."""
-        self._await_staging()
+        waits for a peer re-seed after resume (whose failure is only logged). A save written from
+        the live tensors is not fenced here: training is not running, so the write reads on."""
+        if self._staging is not None and self._staging[2]:
+            self._await_staging()
         if self._reseeding is not None:
             reseeding, self._reseeding = self._reseeding, None
             wait_futures([reseeding])
@@ -596,6 +653,7 @@ class CheckpointManager:
             return None
         pending, self._pending = self._pending, None
         record = pending.result()
+        self._staging = None  # written: nothing left to fence
         self._raise_if_failed(record)
         return record
 
