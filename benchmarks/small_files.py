@@ -8,10 +8,12 @@ its whole-shard CRC; read_many in batches; and per-record CRC checks). CPU time 
 headline because the machine is shared; wall time is reported beside it with the load average.
 S3 (SeaweedFS started here): one GET per sample vs one ranged GET per sample from the shards, and
 the shards through the hot cache (memory tier, shuffle mode 'shards', so each cached 4 MiB block
-serves many samples).
+serves many samples). Sensitive shards ('sealed'): the same packed set plain and encrypted in place
+(``modelplane data protect``) with 16 KiB (the default for shard sets), 64 KiB and 1 MiB segments,
+read warm in shuffled and sequential order, per sample and in batches.
 
     PYTHONPATH=src .venv/bin/python benchmarks/small_files.py [--files 100000] [--sizes 4096,65536]
-        [--s3-files 2000] [--no-s3] [--rounds 3]
+        [--s3-files 2000] [--no-s3] [--rounds 3] [--sealed-files 20000] [--sealed-only]
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import Any
 
 from modelplane.data.cache import CachedFileSystem, HotCache, MemoryTier
 from modelplane.data.localservers import S3Server, seaweedfs_s3
-from modelplane.data.shards import ShardedDataset, pack
+from modelplane.data.sensitive import DataKey, encrypt_dataset
+from modelplane.data.shards import SEALED_SEGMENT, ShardedDataset, pack
 
 
 def log(msg: str) -> None:
@@ -194,6 +197,46 @@ def local_case(work: Path, n: int, size: int, shard_mb: int, rounds: int) -> dic
     return out
 
 
+def sealed_case(work: Path, n: int, size: int, rounds: int) -> dict[str, Any]:
+    """Warm random and sequential reads of one packed set, plain and encrypted with three segment sizes."""
+    src, plain = work / "sealed-src", work / "sealed-plain"
+    make_files(src, n, size)
+    pack(str(src), str(plain), 64 << 20)
+    shutil.rmtree(src)
+    key = DataKey.generate()
+    sets = {"plain": ShardedDataset(str(plain))}
+    for label, segment in (("sealed_16k", 16 << 10), ("sealed_64k", 64 << 10), ("sealed_1m", 1 << 20)):
+        dest = work / f"sealed-{label}"
+        shutil.copytree(plain, dest)
+        encrypt_dataset(str(dest), key, segment=segment)
+        sets[label] = ShardedDataset(str(dest), data_key=key)
+    order = sets["plain"].order(epoch=0, seed=0, shuffle="global").tolist()
+    for ds in sets.values():  # warm: page cache, maps, per-shard checks
+        read_packed(ds, list(range(n)))
+    out: dict[str, Any] = {"files": n, "file_bytes": size, "shards": len(sets["plain"].shards),
+                           "segment_default": SEALED_SEGMENT, "loadavg_1m_start": round(os.getloadavg()[0], 2)}
+    for label, idx in (("shuffled", order), ("sequential", list(range(n)))):
+        cpu: dict[str, float] = {}
+        for _ in range(rounds):
+            for name, ds in sets.items():
+                for how, fn in (("read", read_packed), ("read_many", read_packed_many)):
+                    c, _, total = cpu_wall(fn, ds, idx)
+                    assert total == n * size, (name, total)
+                    cpu[f"{name}_{how}"] = min(cpu.get(f"{name}_{how}", c), c)
+        row: dict[str, Any] = {f"{k}_us_per_sample_cpu": round(v / n * 1e6, 2) for k, v in cpu.items()}
+        default = f"sealed_{SEALED_SEGMENT >> 10}k"
+        for how in ("read", "read_many"):
+            row[f"slowdown_{default}_vs_plain_{how}"] = round(cpu[f"{default}_{how}"] / cpu[f"plain_{how}"], 2)
+        row[f"{default}_read_many_samples_per_s_cpu"] = round(n / cpu[f"{default}_read_many"])
+        out[label] = row
+    for ds in sets.values():
+        ds.close()
+    out["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    for label in sets:
+        shutil.rmtree(work / f"sealed-{label}", ignore_errors=True)
+    return out
+
+
 def s3_case(server: S3Server, work: Path, n: int, size: int) -> dict[str, Any]:
     import s3fs
 
@@ -243,6 +286,8 @@ def main() -> None:
     ap.add_argument("--s3-files", type=int, default=2000)
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per variant (min CPU kept)")
+    ap.add_argument("--sealed-files", type=int, default=20_000, help="samples of the encrypted-shards case (0: skip)")
+    ap.add_argument("--sealed-only", action="store_true", help="run only the encrypted-shards case")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mp-bench-small-"))
     result: dict[str, Any] = {
@@ -253,10 +298,12 @@ def main() -> None:
         "loadavg_1m_start": round(os.getloadavg()[0], 2), "local": [], "s3": []}
     sizes = [int(s) for s in args.sizes.split(",")]
     try:
-        for size in sizes:
+        if args.sealed_files:
+            result["sealed"] = sealed_case(work, args.sealed_files, sizes[0], args.rounds)
+        for size in [] if args.sealed_only else sizes:
             n = min(args.files, args.max_bytes // size)
             result["local"].append(local_case(work, n, size, args.shard_mb, args.rounds))
-        if not args.no_s3:
+        if not args.no_s3 and not args.sealed_only:
             with seaweedfs_s3(work / "seaweed") as server:
                 for size in sizes:
                     result["s3"].append(s3_case(server, work, args.s3_files, size))

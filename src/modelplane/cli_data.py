@@ -90,12 +90,15 @@ def protect(
     team: Annotated[str | None, typer.Option(help="owning team (default: yours)")] = None,
 ) -> None:
     """Mark a dataset sensitive: encrypt its files in place with a new data key (AES-256-GCM) and hand
-    the key to the control plane, which releases it only to confidential jobs on attested nodes."""
+    the key to the control plane, which releases it only to confidential jobs on attested nodes.
+    A packed shard set (``data pack``) is encrypted whole, index included, in small segments so that
+    ShardedDataset keeps random access."""
     from pathlib import Path
     from urllib.parse import quote
 
     from modelplane.client import Client
     from modelplane.data.sensitive import DataKey, encrypt_dataset, normalize_uri
+    from modelplane.data.shards import sealing_segment
     from modelplane.settings import Settings
 
     try:
@@ -108,12 +111,13 @@ def protect(
                                   hint="its files are encrypted; write new data under a new URI and protect that")
         key = DataKey.generate()
         body = key.to_json() | ({"team": team} if team else {})
-        report = encrypt_dataset(name, key, register=lambda: client.request("PUT", path, json=body))
+        report = encrypt_dataset(name, key, register=lambda: client.request("PUT", path, json=body),
+                                 segment=sealing_segment(name))
     except ModelplaneError as exc:
         raise _fail(exc) from None
     out.print(f"{name} is sensitive: encrypted {report.encrypted} file(s) ({report.bytes / 1e6:.1f} MB) with key "
-              f"{report.key_id}; jobs read it with modelplane.data.sensitive.open() and need spec.tee and "
-              "spec.datasets", highlight=False)
+              f"{report.key_id}; jobs read it with modelplane.data.sensitive.open() (packed shards: "
+              "ShardedDataset) and need spec.tee and spec.datasets", highlight=False)
 
 
 @data_app.command("sensitive")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import mmap
 import os
 import secrets
 import struct
@@ -231,26 +232,86 @@ def encrypt_stream(src: IO[bytes], dst: IO[bytes], uri: str, key: DataKey, segme
         chunk, index = following, index + 1
 
 
+class SegmentCache:
+    """The last segment decrypted, shared by every file of one reader, so that memory stays at one
+    segment however many shards are open (consecutive samples mostly share a segment)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: tuple[SealedFile, int, bytes] | None = None
+
+
+class SealedFile:
+    """Random access to an encrypted file's plaintext through positional reads of its ciphertext.
+
+    No file position is shared, so a shard reader can serve samples by offset from a memory map or a
+    ranged reader; each read decrypts only the segments it spans, and the last one decrypted is kept
+    in ``cache`` (one per reader of many files; by default this file's own)."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], size: int, header: Header, key: DataKey,
+                 name: str, cache: SegmentCache | None = None) -> None:
+        if key.key_id != header.key_id:
+            raise SensitiveDataError(f"{name} was encrypted with key {header.key_id}, not {key.key_id}",
+                                     hint="the dataset was protected again with a new key; encrypt it anew")
+        self._read_at, self.header, self.name = read_at, header, name
+        self._head = header.encode()
+        self._aead = _file_cipher(key, header)
+        body = size - header.size
+        seg = header.segment + TAG
+        self.segments = max(1, -(-body // seg))
+        self.size = body - TAG * self.segments
+        """Plaintext bytes."""
+        if self.size < 0 or (body - (self.segments - 1) * seg) < TAG:
+            raise SensitiveDataError(f"{name} is truncated", hint="restore the file from its source")
+        self._cache = cache or SegmentCache()
+
+    def segment(self, index: int) -> bytes:
+        """Plaintext of segment ``index``, authenticated (the last one decrypted is served from memory)."""
+        last = self._cache.last  # one read of the slot: another thread may replace it meanwhile
+        if last is not None and last[0] is self and last[1] == index:
+            return last[2]
+        seg = self.header.segment + TAG
+        sealed = self._read_at(self.header.size + index * seg, seg)
+        try:
+            plain = self._aead.decrypt(_nonce(index, index == self.segments - 1), sealed, self._head)
+        except InvalidTag:
+            raise SensitiveDataError(f"{self.name}: segment {index} fails authentication (damaged, truncated or "
+                                     "tampered with)", hint="restore the file from its source") from None
+        self._cache.last = (self, index, plain)
+        return plain
+
+    def pread(self, offset: int, n: int) -> bytes:
+        """Plaintext bytes ``[offset, offset + n)`` (fewer past the end)."""
+        end = min(offset + n, self.size)
+        if offset < 0 or end <= offset:
+            return b""
+        seg = self.header.segment
+        first, start = divmod(offset, seg)
+        last = (end - 1) // seg
+        if first == last:
+            return self.segment(first)[start:start + end - offset]
+        parts = [self.segment(first)[start:]]
+        parts += [self.segment(k) for k in range(first + 1, last)]
+        parts.append(self.segment(last)[:end - last * seg])
+        return b"".join(parts)
+
+
 class DecryptingReader(io.RawIOBase):
     """A seekable, read-only view of an encrypted file's plaintext (one segment decrypted at a time)."""
 
     def __init__(self, raw: IO[bytes], header: Header, key: DataKey, name: str) -> None:
         super().__init__()
-        if key.key_id != header.key_id:
-            raise SensitiveDataError(f"{name} was encrypted with key {header.key_id}, not {key.key_id}",
-                                     hint="the dataset was protected again with a new key; encrypt it anew")
-        self._raw, self._header, self.name = raw, header, name
-        self._head = header.encode()
-        self._aead = _file_cipher(key, header)
+        self._raw, self.name = raw, name
         raw.seek(0, io.SEEK_END)
-        body = raw.tell() - header.size
-        seg = header.segment + TAG
-        self._segments = max(1, -(-body // seg))
-        self._size = body - TAG * self._segments
-        if self._size < 0 or (body - (self._segments - 1) * seg) < TAG:
-            raise SensitiveDataError(f"{name} is truncated", hint="restore the file from its source")
+        self._file = SealedFile(self._read_at, raw.tell(), header, key, name)
+        self._segment_size = header.segment
+        self._size = self._file.size
         self._pos = 0
-        self._cached: tuple[int, bytes] | None = None
+
+    def _read_at(self, offset: int, n: int) -> bytes:
+        self._raw.seek(offset)
+        return self._raw.read(n)
 
     def readable(self) -> bool:
         return True
@@ -268,28 +329,13 @@ class DecryptingReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _segment(self, index: int) -> bytes:
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
-        seg = self._header.segment + TAG
-        self._raw.seek(self._header.size + index * seg)
-        sealed = self._raw.read(seg)
-        last = index == self._segments - 1
-        try:
-            plain = self._aead.decrypt(_nonce(index, last), sealed, self._head)
-        except InvalidTag:
-            raise SensitiveDataError(f"{self.name}: segment {index} fails authentication (damaged, truncated or "
-                                     "tampered with)", hint="restore the file from its source") from None
-        self._cached = (index, plain)
-        return plain
-
     def readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` across segments (no short reads before the end of the file)."""
         view = memoryview(buffer).cast("B")
         done = 0
         while done < len(view) and self._pos < self._size:
-            index, start = divmod(self._pos, self._header.segment)
-            plain = self._segment(index)[start:start + len(view) - done]
+            index, start = divmod(self._pos, self._segment_size)
+            plain = self._file.segment(index)[start:start + len(view) - done]
             view[done:done + len(plain)] = plain
             self._pos += len(plain)
             done += len(plain)
@@ -347,6 +393,17 @@ class KeyReleaseClient:
             self._keys[uri] = key
             return key
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A shard reader sent to a DataLoader worker (spawn) carries its provider: keys already
+        # released travel with it (local IPC, same job), so workers need not ask again.
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
 
 _default_client: KeyReleaseClient | None = None
 
@@ -356,6 +413,31 @@ def _default_keys(uri: str) -> DataKey:
     if _default_client is None:
         _default_client = KeyReleaseClient()
     return _default_client(uri)
+
+
+def parse_header(blob: bytes | mmap.mmap, where: str) -> Header | None:
+    """The header at the start of ``blob`` (bytes, a map), or None if it is not an encrypted file."""
+    if blob[:len(MAGIC)] != MAGIC:  # a plain shard: touch no more of its map than this
+        return None
+    return Header.read(io.BytesIO(blob[:_FIXED.size + 0xFFFF]), where)
+
+
+class FixedKey:
+    """A key provider that always answers with one data key (picklable, unlike a lambda): for tools
+    and tests that hold the key themselves."""
+
+    def __init__(self, key: DataKey) -> None:
+        self.key = key
+
+    def __call__(self, uri: str) -> DataKey:
+        return self.key
+
+
+def key_provider(key: DataKey | KeyProvider | None) -> KeyProvider:
+    """A provider from what a reader was given: a key, a provider, or None for the job's credential."""
+    if key is None:
+        return _default_keys
+    return FixedKey(key) if isinstance(key, DataKey) else key
 
 
 def _open_raw(path: str | os.PathLike[str]) -> BinaryIO:
@@ -520,6 +602,7 @@ def _check_same_key(header: Header, key: DataKey, where: str) -> None:
                                       "or keep it out of this dataset")
 
 
-__all__ = ["DataKey", "DecryptingReader", "Header", "KeyReleaseClient", "KeyReleaseDenied", "ProtectReport",
-           "SensitiveDataError", "encrypt_dataset", "encrypt_stream", "is_encrypted", "load_or_create_master_key",
-           "normalize_uri", "open", "read_bytes", "unwrap_key", "wrap_key"]
+__all__ = ["DataKey", "DecryptingReader", "FixedKey", "Header", "KeyReleaseClient", "KeyReleaseDenied",
+           "ProtectReport", "SealedFile", "SegmentCache", "SensitiveDataError", "encrypt_dataset",
+           "encrypt_stream", "is_encrypted", "key_provider", "load_or_create_master_key", "normalize_uri",
+           "open", "parse_header", "read_bytes", "unwrap_key", "wrap_key"]

@@ -3,6 +3,9 @@
 ``ShardMapDataset`` serves random access (use it with a DistributedSampler); ``ShardIterableDataset``
 does its own deterministic shuffling, splits by rank and by DataLoader worker, and resumes mid-epoch
 from the (epoch, consumed) pair a checkpoint saved.
+
+A sensitive (encrypted) shard set needs nothing more: the ``ShardedDataset`` decrypts, each worker
+process decrypting what it reads, with the key released to the job (pickled along to workers).
 """
 
 from __future__ import annotations
