@@ -5,12 +5,13 @@ The classifier is a logistic regression over two TF-IDF blocks: character n-gram
 word-bounded, so it reads the 17 languages of the machine-translated attacks without a tokenizer)
 and word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
 discussion" that character grams blur). It is trained in this repository from CyberSecEval's
-prompt-injection cases and our benign set (``benign.py``) and stored as JSON (terms, idf,
-weights, threshold) — no pickle, nothing fetched from a hub. Train it with
+prompt-injection cases and our benign sets (``benign.py``, ``benign_pairs.py``) and stored as
+JSON (terms, idf, weights, threshold) — no pickle, nothing fetched from a hub. Train it (and the
+context model of ``context.py``, which also reads the deployment's system prompt) with
 ``python -m modelplane.serve.guards.injection train``.
 
 Serving does not use scikit-learn: ``FeatureBlock`` recomputes the same TF-IDF features in plain
-Python (a dict lookup per n-gram), which takes tens of microseconds for a chat prompt where
+Python (``textgrams.py``; a dict lookup per n-gram), which takes tens of microseconds for a chat prompt where
 ``TfidfVectorizer.transform`` spends about half a millisecond building sparse matrices. The test
 suite checks both paths give the same scores.
 """
@@ -33,65 +34,90 @@ from modelplane.serve._deps import require
 from modelplane.serve.errors import ModelValidationFailed
 from modelplane.serve.guards.base import Action, GuardDecision
 from modelplane.serve.guards.benign import benign_prompts
+from modelplane.serve.guards.context import DENSE_FEATURES, SystemPromptContext, common_words
+from modelplane.serve.guards.textgrams import WORD_TOKEN, char_wb_ngrams, word_ngrams
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "injection_tfidf_lr.json.gz"
+# The same model plus features of (system prompt, request), for deployments whose spec carries a
+# system prompt (``context.py``); trained on pairs (``pairs.py``).
+DEFAULT_CONTEXT_MODEL_PATH = Path(__file__).with_name("models") / "injection_context_lr.json.gz"
 CYBERSECEVAL_FILES = ("prompt_injection.json", "prompt_injection_multilingual_machine_translated.json")
-FORMAT = "modelplane-injection-tfidf-lr/2"
+FORMAT = "modelplane-injection-tfidf-lr/3"
+_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", FORMAT)
 
 # High-precision phrasings of known attack families; the regex-only baseline in
 # benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
 # by tests/serve/test_guards.py): a rule hit blocks whatever the classifier says.
 _NEG = r"(?<!\bnot )(?<!\bnever )(?<!n't )(?<!\bno )"  # "do not reveal the password" is an instruction, not an attack
 DEFAULT_RULES: tuple[tuple[str, str], ...] = (
-    ("ignore-instructions",
-     r"\b(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+)?(of\s+)?(the\s+|your\s+|these\s+|those\s+)?"
-     r"(previous|prior|above|earlier|preceding|initial|original|foregoing|former)\s+(\w+\s+)?"
-     r"(instructions?|rules|directions|directives|guidelines|prompts?|commands|constraints|context|programming)\b"
-     r"|\b(ignore|disregard|forget)\s+(all\s+|any\s+)?(of\s+)?your\s+(\w+\s+)?(instructions?|rules|guidelines|directives|programming|training)\b"
-     r"|\b(ignore|disregard|forget)\s+(everything|all)\s+(you('ve| have)\s+been\s+told|(that\s+)?(i|we)\s+(said|told\s+you)\s+before)\b"),
+    (
+        "ignore-instructions",
+        r"\b(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+)?(of\s+)?(the\s+|your\s+|these\s+|those\s+)?"
+        r"(previous|prior|above|earlier|preceding|initial|original|foregoing|former)\s+(\w+\s+)?"
+        r"(instructions?|rules|directions|directives|guidelines|prompts?|commands|constraints|context|programming)\b"
+        r"|\b(ignore|disregard|forget)\s+(all\s+|any\s+)?(of\s+)?your\s+(\w+\s+)?(instructions?|rules|guidelines|directives|programming|training)\b"
+        r"|\b(ignore|disregard|forget)\s+(everything|all)\s+(you('ve| have)\s+been\s+told|(that\s+)?(i|we)\s+(said|told\s+you)\s+before)\b",
+    ),
     # The same ask in the other 16 languages of the attacks: forget / ignore + previous + instructions
     # (forgetting "my previous question" stays allowed).
-    ("ignore-instructions-ml",
-     r"\b(olvid|ignor|descart|omit)\w* (todas )?(las )?(instrucciones|indicaciones|reglas|directrices) (anteriores|previas)"
-     r"|\b(oubli|ignor)\w* (toutes )?(les )?(instructions|consignes|règles|directives) (précédentes|antérieures)"
-     r"|\b(dimentic|ignor)\w* (tutte )?(le )?(istruzioni|regole|direttive) precedenti"
-     r"|\b(esque[çc]|ignor|desconsider)\w* (todas )?(as )?(instruções|regras|diretrizes) (anteriores|prévias)"
-     r"|\b(vergiss|vergessen sie|ignorier)\w* (alle )?(die )?(vorherigen|vorigen|bisherigen|früheren) (anweisungen|regeln|instruktionen|befehle)"
-     r"|\b(забуд|игнориру|проигнориру)\w* (все )?(предыдущие|прежние) (инструкции|указания|правила)"
-     r"|(忘记|忽略|无视|忘掉)(之前|以前|先前|上述|前面)的?(所有)?(指示|指令|说明|规则)"
-     r"|(以前|前|これまで)の(指示|命令|ルール)を(忘れ|無視)|(이전|앞의) (지시|지침|명령|규칙)\S* (무시|잊)"
-     r"|(पिछले|पहले के) (निर्देशों|निर्देश|नियमों) को (भूल|अनदेखा|नज़रअंदाज़)|(আগের|পূর্ববর্তী) (নির্দেশাবলী|নির্দেশনা|নির্দেশ)\S* (ভুলে|উপেক্ষা)"
-     r"|\bönceki (talimat|kural)\w* (unut|görmezden gel|yok say)|\b(quên|bỏ qua) (tất cả )?(những |các )?(hướng dẫn|chỉ dẫn|chỉ thị) trước"
-     r"|\b(lupakan|abaikan) (semua )?(instruksi|petunjuk|perintah) sebelumnya|(ลืม|เพิกเฉย|ละเว้น)(คำแนะนำ|คําแนะนํา|คำสั่ง|คําสั่ง)ก่อนหน้า"
-     r"|(انس|تجاهل|إنس)\S* (جميع )?(التعليمات|الإرشادات) السابقة|\b(kalimutan|huwag pansinin|balewalain) (ang )?(mga )?(nakaraang|naunang) (tagubilin|instruksyon)"),
-    ("role-override", r"\byou are (now|no longer)\b|\bfrom now on,? you (are|will|must)\b|\bact as (an? )?(unfiltered|unrestricted|evil|uncensored)"),
+    (
+        "ignore-instructions-ml",
+        r"\b(olvid|ignor|descart|omit)\w* (todas )?(las )?(instrucciones|indicaciones|reglas|directrices) (anteriores|previas)"
+        r"|\b(oubli|ignor)\w* (toutes )?(les )?(instructions|consignes|règles|directives) (précédentes|antérieures)"
+        r"|\b(dimentic|ignor)\w* (tutte )?(le )?(istruzioni|regole|direttive) precedenti"
+        r"|\b(esque[çc]|ignor|desconsider)\w* (todas )?(as )?(instruções|regras|diretrizes) (anteriores|prévias)"
+        r"|\b(vergiss|vergessen sie|ignorier)\w* (alle )?(die )?(vorherigen|vorigen|bisherigen|früheren) (anweisungen|regeln|instruktionen|befehle)"
+        r"|\b(забуд|игнориру|проигнориру)\w* (все )?(предыдущие|прежние) (инструкции|указания|правила)"
+        r"|(忘记|忽略|无视|忘掉)(之前|以前|先前|上述|前面)的?(所有)?(指示|指令|说明|规则)"
+        r"|(以前|前|これまで)の(指示|命令|ルール)を(忘れ|無視)|(이전|앞의) (지시|지침|명령|규칙)\S* (무시|잊)"
+        r"|(पिछले|पहले के) (निर्देशों|निर्देश|नियमों) को (भूल|अनदेखा|नज़रअंदाज़)|(আগের|পূর্ববর্তী) (নির্দেশাবলী|নির্দেশনা|নির্দেশ)\S* (ভুলে|উপেক্ষা)"
+        r"|\bönceki (talimat|kural)\w* (unut|görmezden gel|yok say)|\b(quên|bỏ qua) (tất cả )?(những |các )?(hướng dẫn|chỉ dẫn|chỉ thị) trước"
+        r"|\b(lupakan|abaikan) (semua )?(instruksi|petunjuk|perintah) sebelumnya|(ลืม|เพิกเฉย|ละเว้น)(คำแนะนำ|คําแนะนํา|คำสั่ง|คําสั่ง)ก่อนหน้า"
+        r"|(انس|تجاهل|إنس)\S* (جميع )?(التعليمات|الإرشادات) السابقة|\b(kalimutan|huwag pansinin|balewalain) (ang )?(mga )?(nakaraang|naunang) (tagubilin|instruksyon)",
+    ),
+    (
+        "role-override",
+        r"\byou are (now|no longer)\b|\bfrom now on,? you (are|will|must)\b|\bact as (an? )?(unfiltered|unrestricted|evil|uncensored)",
+    ),
     ("dan", r"(?-i:\bDAN\b)|\bdo anything now\b|\bjailbroken\b|\bjailbreak mode\b"),
-    ("special-mode",
-     r"\bgod\s+mode\b|<\s*\w+\s+mode\s*>|\b(enter(ing)?|activat\w*|enabl\w*|switch(ing)?\s+(in)?to|now\s+in|unlock\w*)\s+(\w+\s+){0,2}"
-     r"(developer|admin|god|debug|maintenance|sudo|dan|unrestricted|root|superuser)\s+mode\b"),
-    ("exfiltrate-prompt",
-     _NEG + r"\b(reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell)\s+(me\s+|us\s+)?(your|the)\s+(\w+\s+)?"
-     r"(system prompt|initial prompt|hidden instructions|secret key|secret password|password|passcode|instructions)\b"
-     r"|\bwhat(?:'s| is| was) (your|the) (secret key|secret password|password|passcode|hidden instructions|initial prompt)\b"),
-    ("fake-system", r"^\s*(system|assistant)\s*:|\[\s*(system|admin)\s*\]|<\s*/?\s*system\s*>|\bnew instructions?\s*:"),
+    (
+        "special-mode",
+        r"\bgod\s+mode\b|<\s*\w+\s+mode\s*>|\b(enter(ing)?|activat\w*|enabl\w*|switch(ing)?\s+(in)?to|now\s+in|unlock\w*)\s+(\w+\s+){0,2}"
+        r"(developer|admin|god|debug|maintenance|sudo|dan|unrestricted|root|superuser)\s+mode\b",
+    ),
+    (
+        "exfiltrate-prompt",
+        _NEG
+        + r"\b(reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell)\s+(me\s+|us\s+)?(your|the)\s+(\w+\s+)?"
+        r"(system prompt|initial prompt|hidden instructions|secret key|secret password|password|passcode|instructions)\b"
+        r"|\bwhat(?:'s| is| was) (your|the) (secret key|secret password|password|passcode|hidden instructions|initial prompt)\b",
+    ),
+    (
+        "fake-system",
+        r"^\s*(system|assistant)\s*:|\[\s*(system|admin)\s*\]|<\s*/?\s*system\s*>|\bnew instructions?\s*:",
+    ),
     # Asking outright for the secret a system prompt guards, in the 17 languages of the attacks
     # ("what is the password / secret key?"); asking how to change one's own password stays allowed.
-    ("ask-for-secret",
-     r"\b(was|wie) (ist|lautet) (das|dein|ihr) (geheime[s]? )?(passwort|kennwort)"
-     r"|\bquel(le)? est (le|ton|votre) (mot de passe|code secret)|\bquelle est (la|ta|votre) clé secrète"
-     r"|\bcu[áa]l es (la|tu|su) (contraseña|clave secreta)|\bqual [ée] (a )?(sua |tua )?(senha|chave secreta)"
-     r"|\bqual è (la )?(tua )?(password|chiave segreta)|\b(какой|каков) (твой |ваш )?(пароль|секретный ключ)"
-     r"|(パスワード|秘密の?キー|秘密鍵)は(何|なん)|(密码|密钥)是什么|(비밀번호|암호|비밀 키)[은는이가]? 무엇"
-     r"|(पासवर्ड|गुप्त कुंजी) क्या (है|था)|(পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি) (কী|কি)|(কী|কি) (পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি)"
-     r"|\b(şifre|parola)(niz|n|si|niz)? (nedir|ne)\b|\b(gizli anahtar)(ınız|ın)? (nedir|ne)\b"
-     r"|mật khẩu (của bạn )?là gì|khóa bí mật (của bạn )?là gì|\bapa (kata sandi|kunci rahasia)|kata sandi(nya|mu)? apa"
-     r"|รหัสผ่าน(ของคุณ)?คืออะไร|ما (هي|هو) (كلمة المرور|كلمة السر|المفتاح السري)|\bano ang (iyong )?(password|lihim na susi)"),
+    (
+        "ask-for-secret",
+        r"\b(was|wie) (ist|lautet) (das|dein|ihr) (geheime[s]? )?(passwort|kennwort)"
+        r"|\bquel(le)? est (le|ton|votre) (mot de passe|code secret)|\bquelle est (la|ta|votre) clé secrète"
+        r"|\bcu[áa]l es (la|tu|su) (contraseña|clave secreta)|\bqual [ée] (a )?(sua |tua )?(senha|chave secreta)"
+        r"|\bqual è (la )?(tua )?(password|chiave segreta)|\b(какой|каков) (твой |ваш )?(пароль|секретный ключ)"
+        r"|(パスワード|秘密の?キー|秘密鍵)は(何|なん)|(密码|密钥)是什么|(비밀번호|암호|비밀 키)[은는이가]? 무엇"
+        r"|(पासवर्ड|गुप्त कुंजी) क्या (है|था)|(পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি) (কী|কি)(?=[\s?।,.!]|$)|(কী|কি) (পাসওয়ার্ড|পাসওয়র্ট|গোপন চাবি)"
+        r"|\b(şifre|parola)(niz|n|si|niz)? (nedir|ne)\b|\b(gizli anahtar)(ınız|ın)? (nedir|ne)\b"
+        r"|mật khẩu (của bạn )?là gì|khóa bí mật (của bạn )?là gì|\bapa (kata sandi|kunci rahasia)|kata sandi(nya|mu)? apa"
+        r"|รหัสผ่าน(ของคุณ)?คืออะไร|ما (هي|هو) (كلمة المرور|كلمة السر|المفتاح السري)|\bano ang (iyong )?(password|lihim na susi)",
+    ),
     # Repeated-token attacks: one nonsense token many times to push the instructions out of context.
     ("repeated-token", r"\b(\w{4,})\b(?:\W+\1\b){9,}"),
     # Obfuscated output to smuggle a secret past an output filter.
-    ("obfuscated-secret",
-     r"\b(password|secret key|secret|passcode|system prompt|instructions)\b.{0,40}\b(in|into|as|using)\s+(leetspeak|leet|base-?64|hex(adecimal)?|rot-?13|morse( code)?|pig latin|binary|reverse(d)?( order)?|backwards)\b"
-     r"|\b(spell|write|say|encode|translate)\b.{0,30}\b(password|secret key|secret)\b.{0,30}\b(backwards|in reverse|letter by letter|one letter at a time)\b"),
+    (
+        "obfuscated-secret",
+        r"\b(password|secret key|secret|passcode|system prompt|instructions)\b.{0,40}\b(in|into|as|using)\s+(leetspeak|leet|base-?64|hex(adecimal)?|rot-?13|morse( code)?|pig latin|binary|reverse(d)?( order)?|backwards)\b"
+        r"|\b(spell|write|say|encode|translate)\b.{0,30}\b(password|secret key|secret)\b.{0,30}\b(backwards|in reverse|letter by letter|one letter at a time)\b",
+    ),
 )
 
 
@@ -102,6 +128,7 @@ class Sample:
     label: int  # 1 = injection
     family: str = "benign"  # CyberSecEval's injection_variant for attacks
     language: str = "English"
+    system_prompt: str = ""  # the deployment's system prompt the text was sent to ("" when unknown)
 
 
 def _english_source(i: int, n_english: int, n_translated: int) -> int:
@@ -132,29 +159,48 @@ def load_cyberseceval(root: str | Path) -> list[Sample]:
     for name in CYBERSECEVAL_FILES:
         path = root / name
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; the dataset lives in ../shared/data/datasets/cyberseceval-prompt-injection/")
+            raise FileNotFoundError(
+                f"{path} is missing; the dataset lives in ../shared/data/datasets/cyberseceval-prompt-injection/"
+            )
         cases.append(json.loads(path.read_text()))
     english, translated = cases
     out: list[Sample] = []
     for case in english:
         g = f"cse-{case['prompt_id']}"
-        out += [Sample(g, case["user_input"], 1, case["injection_variant"]), Sample(g, case["test_case_prompt"], 0)]
+        out += [
+            Sample(
+                g, case["user_input"], 1, case["injection_variant"], system_prompt=case["test_case_prompt"]
+            ),
+            Sample(g, case["test_case_prompt"], 0),
+        ]
     for i, case in enumerate(translated):
         src = english[_english_source(i, len(english), len(translated))]
         if any(case[k] != src[k] for k in ("injection_variant", "injection_type", "risk_category")):
-            raise ModelValidationFailed(f"translated case {i} does not match English case {src['prompt_id']}",
-                                        hint="the dataset layout changed; update _english_source")
+            raise ModelValidationFailed(
+                f"translated case {i} does not match English case {src['prompt_id']}",
+                hint="the dataset layout changed; update _english_source",
+            )
         g = f"cse-{src['prompt_id']}"
         lang = case["speaking_language"]
-        out += [Sample(g, case["user_input"], 1, case["injection_variant"], lang), Sample(g, case["test_case_prompt"], 0, "benign", lang)]
+        out += [
+            Sample(g, case["user_input"], 1, case["injection_variant"], lang, case["test_case_prompt"]),
+            Sample(g, case["test_case_prompt"], 0, "benign", lang),
+        ]
     return out
 
 
 def all_samples(cyberseceval_root: str | Path) -> list[Sample]:
-    """CyberSecEval plus our benign prompts, deduplicated by text (first occurrence wins)."""
+    """CyberSecEval plus our benign prompts, deduplicated by text (first occurrence wins).
+
+    The benign prompts include the in-domain requests of ``benign_pairs`` (with the group of the
+    case they are paired with); the text-only model reads them without their system prompt.
+    """
+    from modelplane.serve.guards.pairs import in_domain_samples  # pairs builds on this module
+
     seen: set[str] = set()
     out: list[Sample] = []
-    for s in load_cyberseceval(cyberseceval_root) + [Sample(g, t, 0) for g, t in benign_prompts()]:
+    extra = [Sample(g, t, 0) for g, t in benign_prompts()] + in_domain_samples(cyberseceval_root)
+    for s in load_cyberseceval(cyberseceval_root) + extra:
         key = s.text.strip()
         if key and key not in seen:
             seen.add(key)
@@ -175,33 +221,6 @@ class RegexRules:
         return [name for name, rx in self.rules if rx.search(text)]
 
 
-_WHITE_SPACES = re.compile(r"\s\s+")
-WORD_TOKEN = r"(?u)\b\w+\b"
-_WORD_RX = re.compile(WORD_TOKEN)
-
-
-def char_wb_ngrams(text: str, lo: int, hi: int) -> list[str]:
-    """scikit-learn's ``char_wb`` analyzer (lowercased text in): n-grams inside space-padded words."""
-    out: list[str] = []
-    for w in _WHITE_SPACES.sub(" ", text).split():
-        w = " " + w + " "
-        size = len(w)
-        for n in range(lo, min(hi, size - 1) + 1):
-            out += [w[i : i + n] for i in range(size - n + 1)]
-        if hi >= size:  # a word no longer than the n-gram counts once, whole
-            out.append(w)
-    return out
-
-
-def word_ngrams(text: str, lo: int, hi: int) -> list[str]:
-    """scikit-learn's ``word`` analyzer with ``WORD_TOKEN`` (lowercased text in)."""
-    tokens = _WORD_RX.findall(text)
-    out: list[str] = []
-    for n in range(lo, min(hi, len(tokens)) + 1):
-        out += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return out
-
-
 def _token_pattern(analyzer: str) -> dict[str, str]:
     return {"token_pattern": WORD_TOKEN} if analyzer == "word" else {}
 
@@ -210,14 +229,14 @@ def _token_pattern(analyzer: str) -> dict[str, str]:
 class FeatureBlock:
     """One TF-IDF vectorizer (sublinear tf, l2 norm) and its slice of the linear model's weights."""
 
-    analyzer: str  # "char_wb" or "word"
+    analyzer: str  # "char_wb", "word", or "overlap" (grams handed in: words shared with the system prompt)
     ngram_range: tuple[int, int]
     terms: tuple[str, ...]
     idf: np.ndarray
     coef: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.analyzer not in ("char_wb", "word"):
+        if self.analyzer not in ("char_wb", "word", "overlap"):
             raise ModelValidationFailed(f"unknown analyzer {self.analyzer!r}", hint="retrain the classifier")
         if not len(self.terms) == len(self.idf) == len(self.coef):
             raise ModelValidationFailed("terms, idf and coef differ in length", hint="retrain the classifier")
@@ -228,16 +247,22 @@ class FeatureBlock:
         object.__setattr__(self, "_coef", [float(v) for v in self.coef])
 
     def grams(self, lowered: str) -> list[str]:
+        if self.analyzer == "overlap":
+            raise ValueError("an overlap block's grams come from the system prompt: use contribution_of")
         lo, hi = self.ngram_range
         return char_wb_ngrams(lowered, lo, hi) if self.analyzer == "char_wb" else word_ngrams(lowered, lo, hi)
 
     def contribution(self, lowered: str) -> float:
         """x . coef for this block's l2-normalised TF-IDF vector x of ``lowered``."""
+        return self.contribution_of(self.grams(lowered))
+
+    def contribution_of(self, grams: list[str]) -> float:
+        """x . coef for the l2-normalised TF-IDF vector of a list of grams."""
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
         idf: list[float] = self._idf  # type: ignore[attr-defined]
         coef: list[float] = self._coef  # type: ignore[attr-defined]
         dot = sq = 0.0
-        for g, c in Counter(self.grams(lowered)).items():  # counting in C, one lookup per distinct gram
+        for g, c in Counter(grams).items():  # counting in C, one lookup per distinct gram
             i = index.get(g)
             if i is None:
                 continue
@@ -249,57 +274,119 @@ class FeatureBlock:
     def sklearn_vectorizer(self) -> Any:
         """The equivalent fitted ``TfidfVectorizer`` (the reference the fast path is tested against)."""
         text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
-        vec = text_mod.TfidfVectorizer(analyzer=self.analyzer, ngram_range=self.ngram_range, sublinear_tf=True,
-                                       lowercase=True, vocabulary={t: i for i, t in enumerate(self.terms)},
-                                       **_token_pattern(self.analyzer))
+        vec = text_mod.TfidfVectorizer(
+            analyzer=self.analyzer,
+            ngram_range=self.ngram_range,
+            sublinear_tf=True,
+            lowercase=True,
+            vocabulary={t: i for i, t in enumerate(self.terms)},
+            **_token_pattern(self.analyzer),
+        )
         vec.idf_ = np.asarray(self.idf, dtype=np.float64)
         return vec
 
     def to_dict(self) -> dict[str, Any]:
-        return {"analyzer": self.analyzer, "ngram_range": list(self.ngram_range), "terms": list(self.terms),
-                "idf": [round(float(v), 6) for v in self.idf], "coef": [round(float(v), 6) for v in self.coef]}
+        return {
+            "analyzer": self.analyzer,
+            "ngram_range": list(self.ngram_range),
+            "terms": list(self.terms),
+            "idf": [round(float(v), 6) for v in self.idf],
+            "coef": [round(float(v), 6) for v in self.coef],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureBlock:
         lo, hi = d["ngram_range"]
-        return cls(d["analyzer"], (int(lo), int(hi)), tuple(d["terms"]), np.asarray(d["idf"], dtype=np.float64),
-                   np.asarray(d["coef"], dtype=np.float64))
+        return cls(
+            d["analyzer"],
+            (int(lo), int(hi)),
+            tuple(d["terms"]),
+            np.asarray(d["idf"], dtype=np.float64),
+            np.asarray(d["coef"], dtype=np.float64),
+        )
 
 
 class InjectionClassifier:
-    """Logistic regression over char and word TF-IDF blocks, (de)serialised as JSON."""
+    """Logistic regression over char and word TF-IDF blocks, (de)serialised as JSON.
+
+    A context model (``dense_coef`` set) adds the features of the deployment's system prompt
+    (``context.py``): a TF-IDF block over the request's words that occur in the system prompt and
+    the dense similarities; it is scored with the system prompt's ``SystemPromptContext``.
+    """
 
     # Chosen on out-of-fold scores of grouped 5-fold CV inside the training split (the held-out
     # split is never used for choices): recall at 1% FPR 0.763 for char 1-5 alone, 0.797 adding
     # word 1-2, 0.817 adding word 1-3 (C=10; C=3 and C=30 no better), measured before the
     # translation-grouping fix. With the fix and the multilingual benign prompts the same CV gives
     # 0.616 (0.656 with the rules); weighting samples to balance languages gave 0.445 (not used).
+    # With the second multilingual benign set and the in-domain requests: 0.662 (0.698 with the
+    # rules); NB-SVM weighting 0.479, all char n-grams instead of the top 50,000 0.643 (not used).
     BLOCKS: tuple[dict[str, Any], ...] = (
         {"analyzer": "char_wb", "ngram_range": (1, 5), "max_features": 50000},
         {"analyzer": "word", "ngram_range": (1, 3), "max_features": None},
     )
     C = 10.0
+    # Context models: also weigh each word the request shares with the system prompt. Off: in grouped
+    # CV on the training split it gave recall at 1% FPR 0.627 against 0.642 for the dense features alone.
+    OVERLAP_BLOCK = False
 
-    def __init__(self, blocks: list[FeatureBlock], intercept: float, threshold: float) -> None:
+    def __init__(
+        self,
+        blocks: list[FeatureBlock],
+        intercept: float,
+        threshold: float,
+        dense_coef: tuple[float, ...] | None = None,
+        common: frozenset[str] = frozenset(),
+    ) -> None:
+        if dense_coef is not None and len(dense_coef) != len(DENSE_FEATURES):
+            raise ModelValidationFailed(
+                f"{len(dense_coef)} context weights for {len(DENSE_FEATURES)} context features",
+                hint="retrain the context classifier",
+            )
         self.blocks = blocks
         self.intercept = intercept
         self.threshold = threshold
+        self.dense_coef = dense_coef
+        self.common = common  # words of many system prompts (context.common_words), not counted as overlap
         self._sklearn: list[Any] | None = None
 
-    def logit(self, text: str) -> float:
-        lowered = text.lower()
-        return self.intercept + sum(b.contribution(lowered) for b in self.blocks)
+    @property
+    def uses_context(self) -> bool:
+        return self.dense_coef is not None
 
-    def score(self, text: str) -> float:
-        """Probability of injection."""
-        z = self.logit(text)
+    def logit(self, text: str, context: SystemPromptContext | None = None) -> float:
+        lowered = text.lower()
+        z = self.intercept
+        for b in self.blocks:
+            if b.analyzer != "overlap":
+                z += b.contribution(lowered)
+            elif context is not None:
+                z += b.contribution_of(context.overlap_words(lowered))
+        if self.dense_coef is not None and context is not None:
+            z += sum(w * v for w, v in zip(self.dense_coef, context.dense(lowered), strict=True))
+        return z
+
+    def score(self, text: str, context: SystemPromptContext | None = None) -> float:
+        """Probability of injection (of ``text`` sent to a deployment with ``context``'s system prompt)."""
+        z = self.logit(text, context)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def scores(self, texts: list[str]) -> np.ndarray:
-        return np.array([self.score(t) for t in texts], dtype=np.float64)
+    def scores(self, texts: list[str], system_prompts: list[str] | None = None) -> np.ndarray:
+        contexts = (
+            self.contexts(system_prompts)
+            if self.uses_context and system_prompts is not None
+            else [None] * len(texts)
+        )
+        return np.array([self.score(t, c) for t, c in zip(texts, contexts, strict=True)], dtype=np.float64)
+
+    def contexts(self, system_prompts: list[str]) -> list[SystemPromptContext]:
+        """Each system prompt parsed for this model (once per distinct prompt)."""
+        return _contexts(system_prompts, self.common)
 
     def scores_sklearn(self, texts: list[str]) -> np.ndarray:
         """The same scores through scikit-learn's vectorizers (for checking and timing the fast path)."""
+        if self.uses_context:
+            raise ValueError("scores_sklearn covers the text-only model")
         if self._sklearn is None:
             self._sklearn = [b.sklearn_vectorizer() for b in self.blocks]
         z = np.full(len(texts), self.intercept)
@@ -308,53 +395,129 @@ class InjectionClassifier:
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
     @classmethod
-    def _fit(cls, texts: list[str], y: np.ndarray, seed: int) -> tuple[list[FeatureBlock], float]:
+    def _fit(
+        cls,
+        texts: list[str],
+        y: np.ndarray,
+        seed: int,
+        system_prompts: list[str] | None = None,
+    ) -> tuple[list[FeatureBlock], float, tuple[float, ...] | None, frozenset[str]]:
         text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
         lm = require("sklearn.linear_model", package="scikit-learn")
         sparse = require("scipy.sparse", package="scipy")
-        vecs = [text_mod.TfidfVectorizer(analyzer=b["analyzer"], ngram_range=tuple(b["ngram_range"]), min_df=2,
-                                         max_features=b["max_features"], sublinear_tf=True, lowercase=True,
-                                         **_token_pattern(b["analyzer"])) for b in cls.BLOCKS]
-        x = sparse.hstack([v.fit_transform(texts) for v in vecs]).tocsr()
+        specs = list(cls.BLOCKS)
+        vecs = [
+            text_mod.TfidfVectorizer(
+                analyzer=b["analyzer"],
+                ngram_range=tuple(b["ngram_range"]),
+                min_df=2,
+                max_features=b["max_features"],
+                sublinear_tf=True,
+                lowercase=True,
+                **_token_pattern(b["analyzer"]),
+            )
+            for b in specs
+        ]
+        mats = [v.fit_transform(texts) for v in vecs]
+        common: frozenset[str] = frozenset()
+        if system_prompts is not None:
+            common = common_words(system_prompts)
+            contexts = _contexts(system_prompts, common)
+            lowered = [t.lower() for t in texts]
+            if cls.OVERLAP_BLOCK:
+                overlap = text_mod.TfidfVectorizer(analyzer=_identity, min_df=2, sublinear_tf=True)
+                mats.append(
+                    overlap.fit_transform(
+                        [c.overlap_words(t) for c, t in zip(contexts, lowered, strict=True)]
+                    )
+                )
+                specs.append({"analyzer": "overlap", "ngram_range": (1, 1)})
+                vecs.append(overlap)
+            mats.append(
+                sparse.csr_matrix(np.array([c.dense(t) for c, t in zip(contexts, lowered, strict=True)]))
+            )
+        x = sparse.hstack(mats).tocsr()
         clf = lm.LogisticRegression(C=cls.C, class_weight="balanced", max_iter=3000, random_state=seed)
         clf.fit(x, y)
         coef = clf.coef_.ravel().astype(np.float64)
         blocks, at = [], 0
-        for spec, v in zip(cls.BLOCKS, vecs, strict=True):
+        for spec, v in zip(specs, vecs, strict=True):
             terms = sorted(v.vocabulary_, key=v.vocabulary_.__getitem__)
             n = len(terms)
-            blocks.append(FeatureBlock(spec["analyzer"], tuple(spec["ngram_range"]), tuple(terms),
-                                       np.asarray(v.idf_, dtype=np.float64), coef[at : at + n]))
+            blocks.append(
+                FeatureBlock(
+                    spec["analyzer"],
+                    tuple(spec["ngram_range"]),
+                    tuple(terms),
+                    np.asarray(v.idf_, dtype=np.float64),
+                    coef[at : at + n],
+                )
+            )
             at += n
-        return blocks, float(clf.intercept_[0])
+        dense = tuple(float(w) for w in coef[at:]) if system_prompts is not None else None
+        return blocks, float(clf.intercept_[0]), dense, common
 
     @classmethod
-    def train(cls, samples: list[Sample], *, target_fpr: float = 0.01, seed: int = 0) -> InjectionClassifier:
-        """Fit on ``samples``; the threshold is the (1 - target_fpr) quantile of grouped-CV benign scores."""
+    def train(
+        cls, samples: list[Sample], *, target_fpr: float = 0.01, seed: int = 0, context: bool = False
+    ) -> InjectionClassifier:
+        """Fit on ``samples`` (with their system prompts when ``context``); the threshold is the
+        (1 - target_fpr) quantile of grouped-CV benign scores."""
         ms = require("sklearn.model_selection", package="scikit-learn")
         texts = [s.text for s in samples]
+        prompts = [s.system_prompt for s in samples] if context else None
         y = np.array([s.label for s in samples])
         groups = [s.group for s in samples]
         cv_scores = np.zeros(len(texts))
         for tr, te in ms.GroupKFold(n_splits=5).split(texts, y, groups):
-            blocks, b0 = cls._fit([texts[i] for i in tr], y[tr], seed)
-            cv_scores[te] = cls(blocks, b0, 0.5).scores([texts[i] for i in te])
+            sub = [prompts[i] for i in tr] if prompts is not None else None
+            blocks, b0, dense, common = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
+            held = [prompts[i] for i in te] if prompts is not None else None
+            cv_scores[te] = cls(blocks, b0, 0.5, dense, common).scores([texts[i] for i in te], held)
         benign = np.sort(cv_scores[y == 0])
         threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
-        blocks, b0 = cls._fit(texts, y, seed)
-        return cls(blocks, b0, threshold)
+        blocks, b0, dense, common = cls._fit(texts, y, seed, prompts)
+        return cls(blocks, b0, threshold, dense, common)
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "blocks": [b.to_dict() for b in self.blocks],
-                           "intercept": self.intercept, "threshold": self.threshold}, ensure_ascii=False)
+        d: dict[str, Any] = {
+            "format": FORMAT,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+        }
+        if self.dense_coef is not None:
+            d["context"] = {
+                "features": list(DENSE_FEATURES),
+                "coef": [round(w, 6) for w in self.dense_coef],
+                "common_words": sorted(self.common),
+            }
+        return json.dumps(d, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> InjectionClassifier:
         d = json.loads(text)
-        if d.get("format") != FORMAT:
-            raise ModelValidationFailed(f"not an injection classifier file (format {d.get('format')!r}, expected {FORMAT!r})",
-                                        hint="train one with python -m modelplane.serve.guards.injection train")
-        return cls([FeatureBlock.from_dict(b) for b in d["blocks"]], float(d["intercept"]), float(d["threshold"]))
+        if d.get("format") not in _READABLE_FORMATS:
+            raise ModelValidationFailed(
+                f"not an injection classifier file (format {d.get('format')!r}, expected {FORMAT!r})",
+                hint="train one with python -m modelplane.serve.guards.injection train",
+            )
+        dense, common = None, frozenset[str]()
+        if "context" in d:
+            if tuple(d["context"]["features"]) != DENSE_FEATURES:
+                raise ModelValidationFailed(
+                    f"context features {d['context']['features']} differ from {list(DENSE_FEATURES)}",
+                    hint="retrain: python -m modelplane.serve.guards.injection train",
+                )
+            dense = tuple(float(w) for w in d["context"]["coef"])
+            common = frozenset(d["context"].get("common_words", ()))
+        return cls(
+            [FeatureBlock.from_dict(b) for b in d["blocks"]],
+            float(d["intercept"]),
+            float(d["threshold"]),
+            dense,
+            common,
+        )
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_MODEL_PATH) -> InjectionClassifier:
@@ -367,24 +530,67 @@ class InjectionClassifier:
         return cls.from_json(gzip.decompress(p.read_bytes()).decode() if p.suffix == ".gz" else p.read_text())
 
 
+def _identity(grams: list[str]) -> list[str]:
+    return grams
+
+
+def _contexts(system_prompts: list[str], common: frozenset[str]) -> list[SystemPromptContext]:
+    """One parse per distinct system prompt."""
+    cache: dict[str, SystemPromptContext] = {}
+    out = []
+    for p in system_prompts:
+        if p not in cache:
+            cache[p] = SystemPromptContext.parse(p, common)
+        out.append(cache[p])
+    return out
+
+
 class InjectionFilter:
     """Guard: block when a regex rule matches or the classifier's score reaches its threshold.
 
     ``mode`` picks "combined" (default), "regex" or "classifier" so each part can be measured alone.
     In combined mode the classifier is skipped once a rule has matched (the answer is a block
     either way), which keeps blunt attacks cheap.
+
+    With ``system_prompt`` (the deployment's) the filter scores each request against it with the
+    context model, parsing the system prompt once here rather than per request (measured in
+    benchmarks/guard_eval.py; the gateway does not use it yet, see context.py).
     """
 
     name = "injection"
 
-    def __init__(self, classifier: InjectionClassifier | None = None, *, rules: RegexRules | None = None,
-                 mode: str = "combined", threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        classifier: InjectionClassifier | None = None,
+        *,
+        rules: RegexRules | None = None,
+        mode: str = "combined",
+        threshold: float | None = None,
+        system_prompt: str | None = None,
+    ) -> None:
         if mode not in ("combined", "regex", "classifier"):
             raise ValueError(f"unknown mode {mode!r}; use combined, regex or classifier")
         self.mode = mode
         self.rules = rules or RegexRules()
-        self.classifier = classifier if classifier is not None or mode == "regex" else InjectionClassifier.load()
-        self.threshold = threshold if threshold is not None else (self.classifier.threshold if self.classifier else 0.5)
+        prompt = system_prompt if system_prompt and system_prompt.strip() else None
+        if classifier is None and mode != "regex":
+            classifier = InjectionClassifier.load(
+                DEFAULT_CONTEXT_MODEL_PATH if prompt else DEFAULT_MODEL_PATH
+            )
+        self.context = (
+            SystemPromptContext.parse(prompt, classifier.common if classifier else frozenset())
+            if prompt
+            else None
+        )
+        if classifier is not None and classifier.uses_context != (prompt is not None):
+            raise ValueError(
+                "a context classifier needs the deployment's system prompt and a text-only one takes none: "
+                "pass system_prompt with InjectionClassifier.load(DEFAULT_CONTEXT_MODEL_PATH), or neither"
+            )
+        self.classifier = classifier
+        self.threshold = (
+            threshold if threshold is not None else (self.classifier.threshold if self.classifier else 0.5)
+        )
 
     def score(self, text: str) -> tuple[float, list[str]]:
         """(filter score, rule hits): the classifier's probability, or 1.0 when a rule matched in combined mode."""
@@ -393,7 +599,7 @@ class InjectionFilter:
             return (1.0 if hits else 0.0), hits
         if hits and self.mode == "combined":
             return 1.0, hits
-        return self.classifier.score(text), hits
+        return self.classifier.score(text, self.context), hits
 
     def check(self, text: str) -> GuardDecision:
         p, hits = self.score(text)
@@ -410,14 +616,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("command", choices=["train"])
     ap.add_argument("--data", default="../shared/data/datasets/cyberseceval-prompt-injection")
     ap.add_argument("--out", default=str(DEFAULT_MODEL_PATH))
+    ap.add_argument("--context-out", default=str(DEFAULT_CONTEXT_MODEL_PATH))
     a = ap.parse_args(argv)
-    train = [s for s in all_samples(a.data) if not is_test_group(s.group)]
-    clf = InjectionClassifier.train(train)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    out = Path(a.out)
-    # mtime=0 keeps the gzip bytes identical across runs of the same training.
-    out.write_bytes(gzip.compress(clf.to_json().encode(), mtime=0) if out.suffix == ".gz" else clf.to_json().encode())
-    print(json.dumps({"out": a.out, "train_samples": len(train), "threshold": clf.threshold}))
+    from modelplane.serve.guards.pairs import pair_samples
+
+    report = {}
+    for name, samples, context, out in (
+        ("text", all_samples(a.data), False, Path(a.out)),
+        ("context", pair_samples(a.data), True, Path(a.context_out)),
+    ):
+        train = [s for s in samples if not is_test_group(s.group)]
+        clf = InjectionClassifier.train(train, context=context)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # mtime=0 keeps the gzip bytes identical across runs of the same training.
+        out.write_bytes(
+            gzip.compress(clf.to_json().encode(), mtime=0) if out.suffix == ".gz" else clf.to_json().encode()
+        )
+        report[name] = {"out": str(out), "train_samples": len(train), "threshold": clf.threshold}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

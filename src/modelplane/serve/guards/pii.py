@@ -43,7 +43,12 @@ def luhn_ok(digits: str) -> bool:
 _REGEX: dict[str, tuple[re.Pattern[str], Callable[[str], bool] | None]] = {
     "EMAIL_ADDRESS": (re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)*\.[A-Za-z]{2,}\b"), None),
     "CREDIT_CARD": (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), luhn_ok),
-    "PHONE_NUMBER": (re.compile(r"(?<![\w-])(\+\d{1,3}[ .-]?)?(\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"), None),
+    "PHONE_NUMBER": (
+        re.compile(
+            r"(?<![\w-])(\+\d{1,3}[ .-]?)?(\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
+        ),
+        None,
+    ),
     "US_SSN": (re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"), None),
     "IBAN_CODE": (re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), None),
 }
@@ -104,9 +109,13 @@ class PresidioPatternEngine:
 
         rec = require("presidio_analyzer.predefined_recognizers", package="presidio-analyzer")
         classes = {
-            "EMAIL_ADDRESS": rec.EmailRecognizer, "CREDIT_CARD": rec.CreditCardRecognizer,
-            "PHONE_NUMBER": rec.PhoneRecognizer, "US_SSN": rec.UsSsnRecognizer, "IBAN_CODE": rec.IbanRecognizer,
-            "IP_ADDRESS": rec.IpRecognizer, "UK_NINO": rec.UkNinoRecognizer,
+            "EMAIL_ADDRESS": rec.EmailRecognizer,
+            "CREDIT_CARD": rec.CreditCardRecognizer,
+            "PHONE_NUMBER": rec.PhoneRecognizer,
+            "US_SSN": rec.UsSsnRecognizer,
+            "IBAN_CODE": rec.IbanRecognizer,
+            "IP_ADDRESS": rec.IpRecognizer,
+            "UK_NINO": rec.UkNinoRecognizer,
         }
         unknown = set(entities) - set(classes)
         if unknown:
@@ -138,8 +147,14 @@ class PiiMonitor:
 
     name = "pii"
 
-    def __init__(self, *, engine: str = "presidio", entities: tuple[str, ...] = DEFAULT_ENTITIES,
-                 deny_list: tuple[str, ...] = (), action: Action = Action.REDACT) -> None:
+    def __init__(
+        self,
+        *,
+        engine: str = "presidio",
+        entities: tuple[str, ...] = DEFAULT_ENTITIES,
+        deny_list: tuple[str, ...] = (),
+        action: Action = Action.REDACT,
+    ) -> None:
         if engine not in PII_ENGINES:
             raise ValueError(f"unknown PII engine {engine!r}; use one of {sorted(PII_ENGINES)}")
         if action is Action.ALLOW:
