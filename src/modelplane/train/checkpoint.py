@@ -16,11 +16,16 @@ Why this shape:
   fsynced once; DCP's own writer pickled every tensor and the manifest read the file back again.
   The reader also loads DCP's own encoding, and ``dcp.load`` with
   :func:`~modelplane.train.storage.raw_reader` loads these checkpoints outside the manager.
-- The blocking window of an asynchronous save is the copy of the tensors into one preallocated
-  host buffer reused from save to save (:mod:`modelplane.train.staging`); the write starts
-  streaming the buffer while it is still being filled, and the write, the commit and the
-  peer-memory mirror run in a background thread on a process group of their own (a save on the
-  training group deadlocked DDP here; torchtitan also keeps a separate group).
+- An asynchronous save by default copies nothing before the disk: the write streams parameters
+  and optimizer state straight from the live tensors while forward and backward (which only read
+  them) run, and the next optimizer step first copies into a preallocated host buffer only what
+  the write has not read yet (:class:`~modelplane.train.staging.LiveSource`). On this 2-core
+  machine the memory copy had been the bound of the whole save. Without an optimizer to fence
+  on (or with ``overlap_staging=False``, or state on a GPU) the tensors are copied into the host
+  buffer first (:mod:`modelplane.train.staging`) and the write streams it while it is still being
+  filled. The write, the commit and the peer-memory mirror run in a background thread on a
+  process group of their own (a save on the training group deadlocked DDP here; torchtitan also
+  keeps a separate group). A synchronous save writes from the live tensors too.
 - Per-step agreement (save now? preempted?) runs on a third small group from the training thread,
   so the two never interleave collectives on one group.
 - The manifest is the commit: a folder without one does not exist for resume; a file that does
@@ -105,6 +110,9 @@ class SaveRecord:
     bytes_written: int | None = None
     error: str | None = None
     mirrored: bool | None = None  # copied to the peer-memory tier (None: tier off)
+    # written from the live tensors: bytes the next optimizer step had to copy first (None: not
+    # written from the live tensors, or no step came before the write finished)
+    staged_bytes: int | None = None
 
 
 @dataclass
@@ -143,9 +151,10 @@ class CheckpointManager:
     asynchronous: bool = True
     checksum: str = "auto"
     fsync: bool = True
-    # None (default): overlap the host copy with the next forward/backward whenever an optimizer is
-    # tracked (its step waits for the copy), and fall back to copying inline for good if anything
-    # else changes the state during a copy. True/False force it on/off.
+    # None (default): overlap the host copy (or, with write_from_live, the write itself) with the
+    # next forward/backward whenever an optimizer is tracked (its step waits for the copy), and
+    # fall back to copying inline for good if anything else changes the state meanwhile.
+    # True/False force it on/off.
     overlap_staging: bool | None = None
     verify_on_resume: bool = True
     # O_DIRECT for the tensor data where the file system allows it (falls back to buffered I/O)
@@ -264,7 +273,9 @@ class CheckpointManager:
             if "optim" in state:
                 groups = [
                     {**{k: v for k, v in live.items() if k != "params"}, "params": old["params"]}
-                    for old, live in zip(state["optim"]["param_groups"], self._optimizer.param_groups, strict=True)
+                    for old, live in zip(
+                        state["optim"]["param_groups"], self._optimizer.param_groups, strict=True
+                    )
                 ]
                 state["optim"] = {"state": state["optim"]["state"], "param_groups": groups}
             return state
@@ -384,7 +395,9 @@ class CheckpointManager:
         self.policy.record_save(step, self.clock(), record.blocking_s)
         return record
 
-    def _snapshot_and_write(self, record: SaveRecord, tensors: dict[str, Any], extras: bytes, t0: float) -> None:
+    def _snapshot_and_write(
+        self, record: SaveRecord, tensors: dict[str, Any], extras: bytes, t0: float
+    ) -> None:
         """Copy the state into the reused host buffer and hand the write to the background thread.
 
         The write starts first and streams each part of the buffer as soon as the copy has filled
@@ -407,7 +420,9 @@ class CheckpointManager:
             from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
             staged = _copy_state_dict(tensors, _create_cpu_state_dict(tensors))
-            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0, None)
+            self._pending = self._executor.submit(
+                self._finish_async, record, staged, None, None, extras, t0, None
+            )
             return
         if not (self._overlapping() and self._optimizer is not None):
             progress = Progress()
@@ -425,16 +440,25 @@ class CheckpointManager:
         versions = [prepared.sources[i]._version for i in later]
         if self.write_from_live and LiveSource.usable(prepared, later):
             live = LiveSource(prepared, later, versions)
-            self._staging = (live.fence, record, False)
+
+            def fence_live() -> None:
+                live.fence()
+                record.staged_bytes = live.staged_bytes
+
+            self._staging = (fence_live, record, False)
             self._install_staging_hook()
             staged = prepared.mixed(later)
-            self._pending = self._executor.submit(self._finish_async, record, staged, None, None, extras, t0, live)
+            self._pending = self._executor.submit(
+                self._finish_async, record, staged, None, None, extras, t0, live
+            )
             return
-        fence: Future[None] = Future()
-        self._staging = (lambda: wait_futures([fence]), record, True)
+        copied: Future[None] = Future()
+        self._staging = (lambda: wait_futures([copied]), record, True)
         self._install_staging_hook()
-        rest = (prepared, later, versions, fence)
-        self._pending = self._executor.submit(self._finish_async, record, prepared.state, rest, None, extras, t0, None)
+        rest = (prepared, later, versions, copied)
+        self._pending = self._executor.submit(
+            self._finish_async, record, prepared.state, rest, None, extras, t0, None
+        )
 
     def _overlapping(self) -> bool:
         return bool(self.overlap_staging) if self.overlap_staging is not None else not self._overlap_fallback
@@ -474,7 +498,9 @@ class CheckpointManager:
                     HostSnapshot.copy(prepared, later)
                 finally:
                     fence.set_result(None)
-                changed = [i for i, v in zip(later, versions, strict=True) if prepared.sources[i]._version != v]
+                changed = [
+                    i for i, v in zip(later, versions, strict=True) if prepared.sources[i]._version != v
+                ]
                 self._refuse_changed(record, len(changed))
             writer = self._writer(
                 step_dir(record.step),
@@ -489,6 +515,8 @@ class CheckpointManager:
                     live.finish()
             if live is not None:
                 self._refuse_changed(record, len(live.changed))
+                if live.error:
+                    raise CheckpointError(live.error, field="checkpoint")
         except Exception as exc:  # the tensor write failed on this rank; still join the commit vote
             record.error = f"rank {self.rank}: tensor write failed: {exc!r}"
         self._commit(record, metadata, extras, t0, writer)
@@ -514,7 +542,9 @@ class CheckpointManager:
             "optimizer state; use overlap_staging=False for this job",
         )
 
-    def _commit(self, record: SaveRecord, metadata: Any, extras: bytes, t0: float, writer: Any = None) -> None:
+    def _commit(
+        self, record: SaveRecord, metadata: Any, extras: bytes, t0: float, writer: Any = None
+    ) -> None:
         """Write this rank's extras, collect the checksums of the files it wrote, and let rank 0
         write the manifest only if every rank succeeded. Runs on the checkpoint group (in the
         background thread for asynchronous saves).
@@ -570,7 +600,9 @@ class CheckpointManager:
                 )
                 try:
                     manifest_bytes = manifest.to_json()
-                    self.store.write_bytes(f"{rel}/{MANIFEST_NAME}", manifest_bytes, atomic=True, durable=self.fsync)
+                    self.store.write_bytes(
+                        f"{rel}/{MANIFEST_NAME}", manifest_bytes, atomic=True, durable=self.fsync
+                    )
                     if payload is not None:
                         payload[MANIFEST_NAME] = manifest_bytes
                 except Exception as exc:
@@ -899,7 +931,9 @@ class CheckpointManager:
             return None
         mem_step, manifest, files = found
         if (step is not None and mem_step != step) or (step is None and durable and mem_step < max(durable)):
-            self.memory_skipped.append(f"memory copy is at step {mem_step}, durable newest is {max(durable or [0])}")
+            self.memory_skipped.append(
+                f"memory copy is at step {mem_step}, durable newest is {max(durable or [0])}"
+            )
             return None
         shm = "/dev/shm"
         base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None

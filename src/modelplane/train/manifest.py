@@ -15,6 +15,7 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -104,8 +105,10 @@ class _Crc32c:
                 address = ctypes.addressof(ctypes.c_char.from_buffer(data))
                 self._crc = self._native(self._crc, address, n)
                 return
-        self._crc = self._ext.extend(self._crc, bytes(data)) if self._native is None else self._native(
-            self._crc, bytes(data), n
+        self._crc = (
+            self._ext.extend(self._crc, bytes(data))
+            if self._native is None
+            else self._native(self._crc, bytes(data), n)
         )
 
     def hexdigest(self) -> str:
@@ -121,12 +124,143 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
 
 
 def default_algorithm() -> str:
-    """crc32c when google-crc32c is installed (fast, catches bit rot and truncation), else sha256."""
+    """crc32c when google-crc32c is installed (hardware CRC), else zlib's crc32. Both catch bit rot
+    and truncation, which is the threat here, and both can be computed in parallel pieces
+    (:class:`ParallelChecksum`); sha256, the fallback before, ran at ~1 GB/s on an H100 host and
+    bounded the whole save there (53% of the disk's bandwidth)."""
     try:
         import google_crc32c  # noqa: F401
     except ImportError:
-        return "sha256"
+        return "crc32"
     return "crc32c"
+
+
+SMALL = 64 << 10  # a checksum piece this small is summed at once, on the caller's thread
+
+# Reflected polynomials of the CRCs that combine: crc(A + B) from crc(A), crc(B) and len(B).
+_POLY = {"crc32": 0xEDB88320, "crc32c": 0x82F63B78}
+_SHIFTS: dict[str, list[list[int]]] = {}
+
+
+def _mat_times(mat: list[int], vec: int) -> int:
+    out = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _mat_square(mat: list[int]) -> list[int]:
+    return [_mat_times(mat, mat[n]) for n in range(32)]
+
+
+def _shifts(algorithm: str) -> list[list[int]]:
+    """GF(2) operators appending 2**k zero bytes to a CRC register, k = 0..47 (zlib's
+    crc32_combine, for either polynomial)."""
+    ops = _SHIFTS.get(algorithm)
+    if ops is None:
+        bit = [_POLY[algorithm]] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
+        op = _mat_square(_mat_square(_mat_square(bit)))  # eight: one zero byte
+        ops = [op]
+        for _ in range(47):
+            ops.append(_mat_square(ops[-1]))
+        _SHIFTS[algorithm] = ops
+    return ops
+
+
+def crc_combine(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
+    """The CRC of A followed by B, from crc(A), crc(B) and the length of B."""
+    ops = _shifts(algorithm)
+    k = 0
+    while len2:
+        if len2 & 1:
+            crc1 = _mat_times(ops[k], crc1)
+        len2 >>= 1
+        k += 1
+    return crc1 ^ crc2
+
+
+class ParallelChecksum:
+    """A file's checksum computed beside its write, in pieces, on ``workers`` threads.
+
+    CRCs combine, so pieces of up to BLOCK bytes are summed independently (both CRC
+    implementations release the GIL) and folded together in file order at the end; other
+    algorithms run on one thread in order. ``update`` returns a handle whose ``result()`` waits
+    for that data's pieces: the caller may reuse or release the memory after it."""
+
+    BLOCK = 8 << 20
+
+    def __init__(self, algorithm: str, workers: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.algorithm = algorithm
+        self._parallel = algorithm in _POLY
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers) if self._parallel else 1, thread_name_prefix="modelplane-ckpt-sum"
+        )
+        self._hash = None if self._parallel else hasher(algorithm)
+        self._parts: list[tuple[Any, int]] = []  # (future of the piece's CRC, its length)
+
+    def _piece(self, data: Any) -> int:
+        h = hasher(self.algorithm)
+        h.update(data)
+        return int(h.hexdigest(), 16)
+
+    def update(self, data: bytes | memoryview) -> _Pending:
+        """Pieces of up to SMALL bytes are taken at once: their memory may be reused on return."""
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        small = n <= SMALL
+        if not self._parallel:
+            assert self._hash is not None
+            fut = self._pool.submit(self._hash.update, bytes(data) if small else data)
+            self._parts.append((fut, 0))
+            return _Pending([fut])
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if small:
+            done: Future[int] = Future()
+            done.set_result(self._piece(view))
+            self._parts.append((done, n))
+            return _Pending([done])
+        futs = []
+        for i in range(0, n, self.BLOCK):
+            piece = view[i : i + self.BLOCK]
+            fut = self._pool.submit(self._piece, piece)
+            futs.append(fut)
+            self._parts.append((fut, len(piece)))
+        return _Pending(futs)
+
+    def hexdigest(self) -> str:
+        """Wait for every piece and fold them together; shuts the threads down."""
+        try:
+            if not self._parallel:
+                for fut, _ in self._parts:
+                    fut.result()
+                assert self._hash is not None
+                return str(self._hash.hexdigest())
+            crc = 0
+            for fut, n in self._parts:
+                crc = crc_combine(self.algorithm, crc, fut.result(), n)
+            return f"{crc:08x}"
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _Pending:
+    def __init__(self, futures: list[Any]) -> None:
+        self._futures = futures
+
+    def result(self) -> None:
+        for f in self._futures:
+            f.result()
+
+    def done(self) -> bool:
+        return all(f.done() for f in self._futures)
 
 
 def hasher(algorithm: str) -> Any:
