@@ -4,7 +4,8 @@ The kill comes after the party has sent its key shares and before its masked vec
 told to stall at exactly that stage, so the kill lands there however fast the stages run): the
 server must reconstruct that party's pairwise masks from the survivors' shares, or the sum is garbage.
 The result is compared with FedAvg of the four survivors computed in the clear. A recording proxy
-between the parties and the server shows that no party's plaintext weights crossed the wire.
+between the parties and the server, holding a certificate of the job so that it reads what the
+server reads, shows that no party's plaintext weights reached the server.
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ def _stalled(log: Path) -> bool:
 @pytest.mark.timeout(900)
 def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
     shard_paths, test = shards(tmp_path)
-    fed, tap = tapped(tmp_path, shard_paths, test,
-                      # The dead party is waited for this long (or until Flower sees it offline, about
-                      # a minute); the live ones answer each stage within seconds even on a loaded machine.
-                      ["--rounds", "1", "--round-timeout", "45", "--min-fit-parties", "3"],
-                      party_args={"party-4": ["--inject-fault", "stall-masking"]})
+    fed, tap = tapped(
+        tmp_path,
+        shard_paths,
+        test,
+        # The dead party is waited for this long (or until Flower sees it offline, about
+        # a minute); the live ones answer each stage within seconds even on a loaded machine.
+        ["--rounds", "1", "--round-timeout", "45", "--min-fit-parties", "3"],
+        party_args={"party-4": ["--inject-fault", "stall-masking"]},
+    )
     try:
         # Setup and key sharing done, party-4 is asked for its masked vector: kill it there.
-        assert local.wait(fed, 600, until=lambda f: _stalled(tmp_path / "party-4.log")), \
+        assert local.wait(fed, 600, until=lambda f: _stalled(tmp_path / "party-4.log")), (
             "party-4 never reached the masked-vector stage; see the logs in " + str(tmp_path)
+        )
         fed.kill_party("party-4")
         assert local.wait(fed, 600), "the server did not finish after the dropout"
         assert fed.server.returncode == 0, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
@@ -71,4 +77,6 @@ def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
     # Masked vectors only: none of the parties' round-1 weights appears in what they sent.
     assert len(wire) > 10_000
     for i, shard in enumerate(shard_paths.values()):
-        assert not appears(first_round_update(shard, i), wire), f"party-{i}'s plaintext update crossed the wire"
+        assert not appears(first_round_update(shard, i), wire), (
+            f"party-{i}'s plaintext update crossed the wire"
+        )

@@ -38,7 +38,9 @@ def test_dirichlet_partition_is_a_partition(parties: int, alpha: float, seed: in
     assert sorted(joined.tolist()) == list(range(len(labels)))  # every row to exactly one party
     assert all(len(p) >= 5 for p in parts)
     again = dirichlet_partition(labels, parties, alpha, seed, min_size=5)
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))  # each party can rebuild its own
+    assert all(
+        np.array_equal(a, b) for a, b in zip(parts, again, strict=True)
+    )  # each party can rebuild its own
 
 
 def test_small_alpha_skews_labels() -> None:
@@ -104,18 +106,25 @@ def test_malformed_masked_vectors_are_refused() -> None:
     good = [np.zeros((1,), np.int64)] + [np.zeros(s, np.int64) for s in shapes]
     assert "has 2 arrays" in str(screen_masked_vector(good[:-1], shapes, 2**32))
     assert "outside" in str(screen_masked_vector([good[0], good[1] + 2**32, good[2]], shapes, 2**32))
-    assert "expected integers" in str(screen_masked_vector([good[0], good[1].astype(float), good[2]], shapes, 2**32))
+    assert "expected integers" in str(
+        screen_masked_vector([good[0], good[1].astype(float), good[2]], shapes, 2**32)
+    )
 
 
 def test_run_config_names_map_to_settings() -> None:
-    s = Settings.from_run_config({"output-dir": "/o", "test-data": "/t", "rounds": 4, "secagg": False,
-                                  "reconstruction-threshold": 0.8})
+    s = Settings.from_run_config(
+        {"output-dir": "/o", "test-data": "/t", "rounds": 4, "secagg": False, "reconstruction-threshold": 0.8}
+    )
     assert (s.rounds, s.secagg, s.reconstruction_threshold, s.strategy) == (4, False, 0.8, "fedavg")
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", f"modelplane.privacy.horizontal.{module}", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", f"modelplane.privacy.horizontal.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_clis_refuse_bad_input_without_a_traceback(tmp_path: Path) -> None:
@@ -129,15 +138,30 @@ def test_clis_refuse_bad_input_without_a_traceback(tmp_path: Path) -> None:
 
 def test_server_refuses_rounds_that_contradict_the_job_spec(tmp_path: Path) -> None:
     env = dict(os.environ, MODELPLANE_FL_ROUNDS="3")
-    r = subprocess.run([sys.executable, "-m", "modelplane.privacy.horizontal.server", "--rounds", "5",
-                        "--test-data", "x", "--output-dir", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelplane.privacy.horizontal.server",
+            "--rounds",
+            "5",
+            "--test-data",
+            "x",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 2 and "spec.rounds 3" in r.stderr and "Traceback" not in r.stderr
 
 
 @given(flag=st.one_of(st.none(), st.integers(1, 500)), spec=st.one_of(st.none(), st.integers(1, 500)))
-def test_rounds_come_from_the_spec_or_the_flag_and_never_silently_from_one_of_two(flag: int | None,
-                                                                                spec: int | None) -> None:
+def test_rounds_come_from_the_spec_or_the_flag_and_never_silently_from_one_of_two(
+    flag: int | None, spec: int | None
+) -> None:
     env = None if spec is None else str(spec)
     if flag is not None and spec is not None and flag != spec:
         with pytest.raises(PrivacyError, match="contradicts"):
@@ -154,10 +178,15 @@ def test_bad_rounds_are_named() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(fast=st.floats(0.001, 1.0), ratio=st.floats(1.0, 100.0), growth=st.floats(1.0, 3.0),
-       idles=st.integers(0, 60))
-def test_pacer_waits_grow_from_fast_to_slow_and_reset_on_activity(fast: float, ratio: float, growth: float,
-                                                                  idles: int) -> None:
+@given(
+    fast=st.floats(0.001, 1.0),
+    ratio=st.floats(1.0, 100.0),
+    growth=st.floats(1.0, 3.0),
+    idles=st.integers(0, 60),
+)
+def test_pacer_waits_grow_from_fast_to_slow_and_reset_on_activity(
+    fast: float, ratio: float, growth: float, idles: int
+) -> None:
     pacer = Pacer(fast=fast, slow=fast * ratio, growth=growth)
     waits = [pacer.idle() for _ in range(idles)]
     assert all(fast <= w <= fast * ratio for w in waits)
@@ -200,8 +229,11 @@ def test_registered_model_has_the_job_as_its_training_run(tmp_path: Path) -> Non
     np.savez(out / "model.npz", W=params[0], b=params[1])
     (out / "summary.json").write_text(json.dumps({"accuracy": 0.9, "rounds": 4, "secagg": True}))
     lineage_url = f"sqlite:///{tmp_path / 'lineage.db'}"
-    env = {"MODELPLANE_MODEL_REGISTRY_URL": str(tmp_path / "models"), "MODELPLANE_LINEAGE_URL": lineage_url,
-           "MODELPLANE_JOB_NAME": "digits-fedavg"}
+    env = {
+        "MODELPLANE_MODEL_REGISTRY_URL": str(tmp_path / "models"),
+        "MODELPLANE_LINEAGE_URL": lineage_url,
+        "MODELPLANE_JOB_NAME": "digits-fedavg",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)

@@ -37,17 +37,59 @@ class FederationTask:
         except KeyError:
             raise CertificateError(
                 f"this federation has no role {role!r} (roles: {', '.join(sorted(self.endpoints))})",
-                hint="name the parties in spec.parties as the program expects", field="parties") from None
+                hint="name the parties in spec.parties as the program expects",
+                field="parties",
+            ) from None
+
+
+def identity_env(role: str, endpoints: Mapping[str, str], identity: PemIdentity) -> dict[str, str]:
+    """The environment that hands ``identity`` to a task playing ``role`` (what ``from_env`` reads)."""
+    return {
+        FEDERATION_ROLE_ENV: role,
+        FEDERATION_ENDPOINTS_ENV: json.dumps(dict(endpoints), sort_keys=True),
+        TLS_CA_ENV: identity.ca,
+        TLS_CERT_ENV: identity.cert,
+        TLS_KEY_ENV: identity.key,
+    }
+
+
+def tls_from_env(
+    env: Mapping[str, str] | None = None, directory: Path | None = None, name: str = "task"
+) -> TlsFiles | None:
+    """Only the TLS files the control plane issued, for a task that finds its peers by other means.
+
+    None when none of the three is set (the task was not launched as part of a federation);
+    an error when only some are, since that is a broken launch rather than an opt-out.
+    """
+    env = os.environ if env is None else env
+    keys = (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
+    missing = [k for k in keys if not env.get(k)]
+    if len(missing) == len(keys):
+        return None
+    if missing:
+        raise CertificateError(
+            f"{', '.join(missing)} not set while the other TLS variables are",
+            hint="the control plane sets all three at launch; set none or all of them",
+        )
+    where = directory or Path(tempfile.mkdtemp(prefix=f"modelplane-{name}-tls-"))  # mkdtemp: mode 0700
+    return write_identity(
+        PemIdentity(ca=env[TLS_CA_ENV], cert=env[TLS_CERT_ENV], key=env[TLS_KEY_ENV]), where, name
+    )
 
 
 def from_env(env: Mapping[str, str] | None = None, directory: Path | None = None) -> FederationTask:
     """The task's role, the job's address book and its TLS files, from what the control plane set."""
     env = os.environ if env is None else env
-    missing = [k for k in (FEDERATION_ROLE_ENV, FEDERATION_ENDPOINTS_ENV, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
-               if not env.get(k)]
+    missing = [
+        k
+        for k in (FEDERATION_ROLE_ENV, FEDERATION_ENDPOINTS_ENV, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
+        if not env.get(k)
+    ]
     if missing:
-        raise CertificateError(f"{', '.join(missing)} not set",
-                               hint="run this as a FederatedJob task: the control plane sets them at launch")
+        raise CertificateError(
+            f"{', '.join(missing)} not set",
+            hint="run this as a FederatedJob task: the control plane sets them at launch",
+        )
     try:
         endpoints = json.loads(env[FEDERATION_ENDPOINTS_ENV])
     except ValueError as exc:
@@ -55,5 +97,8 @@ def from_env(env: Mapping[str, str] | None = None, directory: Path | None = None
     role = env[FEDERATION_ROLE_ENV]
     where = directory or Path(tempfile.mkdtemp(prefix=f"modelplane-{role}-tls-"))  # mkdtemp: mode 0700
     identity = PemIdentity(ca=env[TLS_CA_ENV], cert=env[TLS_CERT_ENV], key=env[TLS_KEY_ENV])
-    return FederationTask(role=role, endpoints={str(k): str(v) for k, v in endpoints.items()},
-                          tls=write_identity(identity, where, role))
+    return FederationTask(
+        role=role,
+        endpoints={str(k): str(v) for k, v in endpoints.items()},
+        tls=write_identity(identity, where, role),
+    )

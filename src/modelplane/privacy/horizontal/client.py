@@ -9,7 +9,13 @@ ClientApp touches a done file), so the job's tasks finish together.
 ``python -m modelplane.privacy.horizontal.client --party NAME --data shard.npz
 [--superlink HOST:PORT] [--timeout 1800]``
 
-Exit status 0: the run finished; 1: the SuperNode died or the run never finished; 2: bad arguments.
+Flower traffic is TLS: the SuperLink's certificate is verified against the job's CA (issued by the
+control plane in ``$MODELPLANE_TLS_CA_PEM``, or ``--tls-ca``) before the SuperNode starts, so a
+mismatch is an error naming it rather than a party that waits silently; ``--insecure`` (plaintext)
+only when asked for.
+
+Exit status 0: the run finished; 1: the SuperNode died, the run never finished, or the SuperLink's
+certificate was refused; 2: bad arguments (including no TLS identity and no ``--insecure``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import time
 from pathlib import Path
 
 from modelplane.privacy.errors import PrivacyError
+from modelplane.privacy.federation import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV
+from modelplane.privacy.horizontal import transport
 from modelplane.privacy.horizontal.data import read_shard
 from modelplane.privacy.horizontal.procs import stop_process
 
@@ -44,6 +52,25 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def _tls_args(tls: transport.FlowerTls | None) -> list[str]:
+    """The SuperNode's TLS flags: the CA for the SuperLink, and this party's identity for the Runtime
+    API its ClientApp executor talks to (loopback, but still Flower traffic carrying the model)."""
+    if tls is None:
+        return ["--insecure"]
+    args = ["--root-certificates", str(tls.ca)]
+    identity = tls.identity()
+    if identity is not None:
+        args += [
+            "--ssl-certfile",
+            str(identity.cert),
+            "--ssl-keyfile",
+            str(identity.key),
+            "--ssl-ca-certfile",
+            str(identity.ca),
+        ]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Flower SuperNode for one party of a horizontal FederatedJob")
     ap.add_argument("--party", required=True, help="this party's name, as the server reports it")
@@ -51,12 +78,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--superlink", default=None, help="HOST:PORT (default $MASTER_ADDR:$MASTER_PORT)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800.0)
-    ap.add_argument("--server-grace", type=float, default=60.0,
-                    help="give up when the SuperLink has been unreachable this long")
-    ap.add_argument("--inject-fault", default="", choices=["", "nan", "scale", "shape", "masked-shape", "masked-range", "stall-masking"],
-                    help="misbehave on purpose, to exercise the server's screening (testing only)")
+    ap.add_argument(
+        "--server-grace",
+        type=float,
+        default=60.0,
+        help="give up when the SuperLink has been unreachable this long",
+    )
+    ap.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        help=f"the job's CA, to verify the SuperLink against (default ${TLS_CA_ENV})",
+    )
+    ap.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        help=f"this party's certificate, for its SuperNode's local Runtime API (default ${TLS_CERT_ENV})",
+    )
+    ap.add_argument("--tls-key", type=Path, default=None, help=f"its private key (default ${TLS_KEY_ENV})")
+    ap.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to the SuperLink in plaintext: development only, never the default",
+    )
+    ap.add_argument(
+        "--inject-fault",
+        default="",
+        choices=["", "nan", "scale", "shape", "masked-shape", "masked-range", "stall-masking"],
+        help="misbehave on purpose, to exercise the server's screening (testing only)",
+    )
     a = ap.parse_args(argv)
-    superlink = a.superlink or f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '9092')}"
+    superlink = (
+        a.superlink or f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '9092')}"
+    )
     if not superlink.rpartition(":")[2].isdigit():
         print(f"error: --superlink must be HOST:PORT, got {superlink!r}", file=sys.stderr)
         return 2
@@ -66,20 +121,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
         return 2
     if importlib.util.find_spec("flwr") is None:
-        print("error: Flower (flwr) is not installed; install the privacy extra: pip install 'modelplane[privacy]'",
-              file=sys.stderr)
+        print(
+            "error: Flower (flwr) is not installed; install the privacy extra: pip install 'modelplane[privacy]'",
+            file=sys.stderr,
+        )
         return 2
     work = Path(tempfile.mkdtemp(prefix=f"supernode-{a.party}-"))
+    try:
+        tls = transport.resolve(
+            insecure=a.insecure,
+            ca=a.tls_ca,
+            cert=a.tls_cert,
+            key=a.tls_key,
+            name=a.party,
+            need_key=False,
+            directory=work / "tls",
+        )
+    except PrivacyError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    try:
+        if tls is None:
+            transport.warn_insecure()
+        else:  # a wrong CA or a plaintext server: say so now, not after Flower has retried for the whole run
+            transport.check_superlink(superlink, tls.ca, wait_s=a.server_grace)
+    except PrivacyError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"error: party {a.party}: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 1
     done = work / "done"
-    node_config = " ".join([f'party="{a.party}"', f'shard="{a.data.resolve()}"', f'done-file="{done}"',
-                            f'fault="{a.inject_fault}"', f"seed={a.seed}"])
+    node_config = " ".join(
+        [
+            f'party="{a.party}"',
+            f'shard="{a.data.resolve()}"',
+            f'done-file="{done}"',
+            f'fault="{a.inject_fault}"',
+            f"seed={a.seed}",
+        ]
+    )
     env = dict(os.environ, FLWR_HOME=str(work))
     signal.signal(signal.SIGTERM, _exit_on_signal)
     # The SuperNode runs this party's ClientApp in its own process, warm (see supernode.py).
-    proc = subprocess.Popen([sys.executable, "-m", "modelplane.privacy.horizontal.supernode", "--insecure",
-                             "--superlink", superlink, "--node-config", node_config,
-                             "--max-wait-time", str(int(a.timeout))],
-                            env=env)  # our process group: killing this task kills its SuperNode too
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelplane.privacy.horizontal.supernode",
+            *_tls_args(tls),
+            "--superlink",
+            superlink,
+            "--node-config",
+            node_config,
+            "--max-wait-time",
+            str(int(a.timeout)),
+        ],
+        env=env,
+    )  # our process group: killing this task kills its SuperNode too
     deadline = time.monotonic() + a.timeout
     host, _, port = superlink.rpartition(":")
     last_seen, next_check = time.monotonic(), 0.0
@@ -91,14 +189,22 @@ def main(argv: list[str] | None = None) -> int:
                 if _reachable(host, int(port)):
                     last_seen = now
                 elif now - last_seen > a.server_grace:
-                    print(f"error: party {a.party}: the SuperLink at {superlink} has been unreachable for "
-                          f"{a.server_grace:g}s", file=sys.stderr)
+                    print(
+                        f"error: party {a.party}: the SuperLink at {superlink} has been unreachable for "
+                        f"{a.server_grace:g}s",
+                        file=sys.stderr,
+                    )
                     return 1
             if proc.poll() is not None:
-                print(f"error: the SuperNode of party {a.party} exited with status {proc.returncode}", file=sys.stderr)
+                print(
+                    f"error: the SuperNode of party {a.party} exited with status {proc.returncode}",
+                    file=sys.stderr,
+                )
                 return 1
             if time.monotonic() > deadline:
-                print(f"error: party {a.party}: the run did not finish within {a.timeout:g}s", file=sys.stderr)
+                print(
+                    f"error: party {a.party}: the run did not finish within {a.timeout:g}s", file=sys.stderr
+                )
                 return 1
             time.sleep(0.5)
         # Our SuperNode still has to push the reply to "finished": stopping it now would leave the

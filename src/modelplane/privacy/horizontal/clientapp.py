@@ -2,7 +2,8 @@
 
 The SuperNode's node config names the party (``party``), its shard (``shard``) and the file to
 touch when the server says the run is over (``done-file``). SecAgg+ is applied only to the
-messages that carry its protocol, so the same app serves plain and secure runs.
+messages that carry its protocol, so the same app serves plain and secure runs (and answers the
+next round's key setup along with an unmask request: ``keyahead.py``).
 
 ``fault`` in the node config makes this party misbehave on purpose, so that the server's screening
 can be exercised with real processes: ``nan`` / ``scale`` / ``shape`` corrupt the plaintext
@@ -21,7 +22,6 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import Context, Message
 from flwr.client import NumPyClient
-from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import NDArrays, Scalar, bytes_to_ndarray, ndarray_to_bytes
@@ -29,6 +29,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from modelplane.privacy.horizontal import model
 from modelplane.privacy.horizontal.data import read_shard
+from modelplane.privacy.horizontal.keyahead import secagg_with_next_setup
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,10 +55,12 @@ class PartyClient(NumPyClient):
         return model.zeros()
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        cfg = model.LocalConfig(epochs=int(config.get("epochs", 2)),
-                                learning_rate=float(config.get("learning_rate", 0.5)),
-                                batch_size=int(config.get("batch_size", 32)),
-                                proximal_mu=float(config.get("proximal_mu", 0.0)))
+        cfg = model.LocalConfig(
+            epochs=int(config.get("epochs", 2)),
+            learning_rate=float(config.get("learning_rate", 0.5)),
+            batch_size=int(config.get("batch_size", 32)),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),
+        )
         rnd = int(config.get("round", 0))
         params = model.train_local(list(parameters), self.x, self.y, cfg, seed=self.seed * 1000 + rnd)
         if self.fault == "nan":
@@ -72,15 +75,13 @@ class PartyClient(NumPyClient):
 
 def client_fn(context: Context) -> Any:
     nc = context.node_config
-    return PartyClient(str(nc["party"]), str(nc["shard"]), str(nc.get("done-file", "")), str(nc.get("fault", "")),
-                       int(cast(int, nc.get("seed", 0)))).to_client()
-
-
-def secagg_when_asked(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """SecAgg+ for the messages that run its protocol; plain training messages pass through."""
-    if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, ctxt, call_next)
-    return call_next(msg, ctxt)
+    return PartyClient(
+        str(nc["party"]),
+        str(nc["shard"]),
+        str(nc.get("done-file", "")),
+        str(nc.get("fault", "")),
+        int(cast(int, nc.get("seed", 0))),
+    ).to_client()
 
 
 STALLED = "stalled before sending its masked vector"  # what a stall-masking party prints
@@ -114,4 +115,4 @@ def fault_after_masking(msg: Message, ctxt: Context, call_next: ClientAppCallabl
     return reply
 
 
-app = ClientApp(client_fn=client_fn, mods=[stall_before_masking, fault_after_masking, secagg_when_asked])
+app = ClientApp(client_fn=client_fn, mods=[stall_before_masking, fault_after_masking, secagg_with_next_setup])

@@ -20,19 +20,23 @@ FEATURES = 64
 CLASSES = 10
 
 
-def digits_split(seed: int = 0, test_size: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def digits_split(
+    seed: int = 0, test_size: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test), features scaled to [0, 1], stratified split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     data = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(
-        data.data / 16.0, data.target, test_size=test_size, random_state=seed, stratify=data.target)
+        data.data / 16.0, data.target, test_size=test_size, random_state=seed, stratify=data.target
+    )
     return (x_tr.astype(np.float64), y_tr.astype(np.int64), x_te.astype(np.float64), y_te.astype(np.int64))
 
 
-def dirichlet_partition(labels: np.ndarray, parties: int, alpha: float, seed: int = 0,
-                        min_size: int = 20) -> list[np.ndarray]:
+def dirichlet_partition(
+    labels: np.ndarray, parties: int, alpha: float, seed: int = 0, min_size: int = 20
+) -> list[np.ndarray]:
     """Indices per party; class c is spread over parties by proportions ~ Dirichlet(alpha).
 
     Redraws until every party has ``min_size`` rows, so that no party trains on nearly nothing.
@@ -52,8 +56,10 @@ def dirichlet_partition(labels: np.ndarray, parties: int, alpha: float, seed: in
                 buckets[p].extend(part.tolist())
         if min(len(b) for b in buckets) >= min_size:
             return [np.sort(np.asarray(b, dtype=np.int64)) for b in buckets]
-    raise PrivacyError(f"cannot give each of {parties} parties {min_size} rows at alpha={alpha}",
-                       hint="use fewer parties or a larger alpha")
+    raise PrivacyError(
+        f"cannot give each of {parties} parties {min_size} rows at alpha={alpha}",
+        hint="use fewer parties or a larger alpha",
+    )
 
 
 def write_shard(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
@@ -67,7 +73,9 @@ def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A party's shard, checked: the error names the file and what is wrong with it."""
     p = Path(path)
     if not p.is_file():
-        raise PrivacyError(f"shard {p} does not exist", hint="write it with python -m modelplane.privacy.horizontal.data")
+        raise PrivacyError(
+            f"shard {p} does not exist", hint="write it with python -m modelplane.privacy.horizontal.data"
+        )
     try:
         with np.load(p) as z:
             x, y = np.asarray(z["x"], dtype=np.float64), np.asarray(z["y"], dtype=np.int64)
@@ -80,8 +88,9 @@ def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def write_digits_shards(out: Path, parties: int, alpha: float = 0.5, seed: int = 0,
-                        only: int | None = None) -> dict[str, Path]:
+def write_digits_shards(
+    out: Path, parties: int, alpha: float = 0.5, seed: int = 0, only: int | None = None
+) -> dict[str, Path]:
     """Write ``party-<i>.npz`` (or only party ``only``) and the server's ``test.npz``."""
     x_tr, y_tr, x_te, y_te = digits_split(seed)
     parts = dirichlet_partition(y_tr, parties, alpha, seed)

@@ -2,7 +2,8 @@
 
 One server task (SuperLink + ServerApp) and one task per party (SuperNode + ClientApp), each a
 separate process talking over TCP on this machine. Used by the tests and the benchmark; the
-control plane launches the same two commands through its backends.
+control plane launches the same two commands through its backends. As there, every task gets its
+identity from a PKI minted for this launch (``MODELPLANE_TLS_*``), so the Flower traffic is TLS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.privacy.errors import PrivacyError
+from modelplane.privacy.federation import SERVER_ROLE, identity_env
+from modelplane.privacy.tls import PemIdentity, mint_pki
 
 
 def free_port() -> int:
@@ -56,7 +59,7 @@ class Federation:
                 proc.wait()
 
 
-def _env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
     # As the local backend does: the caller's MODELPLANE_* settings (a registry URL, a rounds count)
     # are the platform's to hand out, not something a hand-run federation should pick up.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
@@ -68,35 +71,81 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start(workdir: Path, shards: dict[str, Path], test_data: Path, *, server_args: list[str] | None = None,
-          party_args: dict[str, list[str]] | None = None, port: int | None = None,
-          party_port: int | None = None) -> Federation:
+def mint(parties: list[str]) -> dict[str, PemIdentity]:
+    """A launch's PKI as the control plane mints it: one identity for ``server`` and one per party."""
+    return mint_pki([SERVER_ROLE, *parties])
+
+
+def start(
+    workdir: Path,
+    shards: dict[str, Path],
+    test_data: Path,
+    *,
+    server_args: list[str] | None = None,
+    party_args: dict[str, list[str]] | None = None,
+    port: int | None = None,
+    party_port: int | None = None,
+    pki: dict[str, PemIdentity] | None = None,
+) -> Federation:
     """Start the server and one process per party; logs go to ``workdir/<name>.log``.
 
     ``party_port``: where the parties connect, when something (a recording proxy) sits in front
-    of the server's ``port``.
+    of the server's ``port``. ``pki``: the identities to hand out (default: minted here).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     party_port = party_port or port
-    env = _env()
+    base = base_env()
+    pki = pki or mint(list(shards))
+    book = {SERVER_ROLE: f"127.0.0.1:{party_port}"}
     py = [sys.executable, "-m", "modelplane.privacy.horizontal."]
 
     def launch(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = base | identity_env(name, book, pki[name])
         log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
         try:
-            return subprocess.Popen([py[0], py[1], py[2] + argv[0], *argv[1:]], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                [py[0], py[1], py[2] + argv[0], *argv[1:]],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
 
-    server = launch("server", ["server", "--listen", f"127.0.0.1:{port}", "--test-data", str(test_data),
-                               "--output-dir", str(workdir / "out"), "--min-parties", str(len(shards)),
-                               *(server_args or [])])
+    server = launch(
+        SERVER_ROLE,
+        [
+            "server",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--test-data",
+            str(test_data),
+            "--output-dir",
+            str(workdir / "out"),
+            "--min-parties",
+            str(len(shards)),
+            *(server_args or []),
+        ],
+    )
     fed = Federation(workdir, server)
     for i, (name, shard) in enumerate(shards.items()):
-        fed.parties[name] = launch(name, ["client", "--party", name, "--data", str(shard), "--seed", str(i),
-                                          "--superlink", f"127.0.0.1:{party_port}", *(party_args or {}).get(name, [])])
+        fed.parties[name] = launch(
+            name,
+            [
+                "client",
+                "--party",
+                name,
+                "--data",
+                str(shard),
+                "--seed",
+                str(i),
+                "--superlink",
+                f"127.0.0.1:{party_port}",
+                *(party_args or {}).get(name, []),
+            ],
+        )
     return fed
 
 
@@ -112,8 +161,14 @@ def wait(fed: Federation, timeout: float, until: Callable[[Federation], bool] | 
     return False
 
 
-def run(workdir: Path, shards: dict[str, Path], test_data: Path, *, timeout: float = 900.0,
-        server_args: list[str] | None = None) -> dict[str, Any]:
+def run(
+    workdir: Path,
+    shards: dict[str, Path],
+    test_data: Path,
+    *,
+    timeout: float = 900.0,
+    server_args: list[str] | None = None,
+) -> dict[str, Any]:
     """Run a federation to the end; the server's summary plus per-round metrics."""
     fed = start(workdir, shards, test_data, server_args=server_args)
     try:

@@ -61,7 +61,7 @@ def train_local(params: Params, x: np.ndarray, y: np.ndarray, cfg: LocalConfig, 
     for _ in range(cfg.epochs):
         order = rng.permutation(len(y))
         for start in range(0, len(y), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             xb, tb = x[idx], onehot[idx]
             d = (_softmax(xb @ w + b) - tb) / len(idx)
             gw = xb.T @ d + cfg.l2 * w + cfg.proximal_mu * (w - w0)

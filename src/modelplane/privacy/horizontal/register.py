@@ -40,17 +40,24 @@ def to_onnx(params: model.Params) -> bytes:
 
     w, b = (np.asarray(p, dtype=np.float32) for p in params)
     if w.shape != (FEATURES, CLASSES) or b.shape != (CLASSES,):
-        raise PrivacyError(f"expected W {(FEATURES, CLASSES)} and b {(CLASSES,)}, "
-                           f"got {w.shape} and {b.shape}")
+        raise PrivacyError(
+            f"expected W {(FEATURES, CLASSES)} and b {(CLASSES,)}, got {w.shape} and {b.shape}"
+        )
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", FEATURES])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", CLASSES])
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["input", "W", "b"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["output"], axis=1)],
-        "modelplane_fl_logreg", [x], [y],
-        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="modelplane.privacy.horizontal")
+        [
+            helper.make_node("Gemm", ["input", "W", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["output"], axis=1),
+        ],
+        "modelplane_fl_logreg",
+        [x],
+        [y],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="modelplane.privacy.horizontal"
+    )
     proto.ir_version = 8  # what onnxruntime releases of the last years all read
     return bytes(proto.SerializeToString())
 
@@ -77,8 +84,15 @@ def check_onnx(onnx_bytes: bytes, params: model.Params, x: np.ndarray, atol: flo
     return diff
 
 
-def register(out_dir: Path, name: str, training_run: str, *, registry_url: str, lineage_url: str = "",
-             probe: np.ndarray | None = None) -> dict[str, Any]:
+def register(
+    out_dir: Path,
+    name: str,
+    training_run: str,
+    *,
+    registry_url: str,
+    lineage_url: str = "",
+    probe: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Register ``out_dir/model.npz`` as the next version of ``name``; what was registered.
 
     Also writes ``out_dir/model.onnx`` and ``out_dir/registered.json``.
@@ -101,20 +115,36 @@ def register(out_dir: Path, name: str, training_run: str, *, registry_url: str, 
     summary: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):  # the metadata is a convenience; the model is what counts
         summary = json.loads((out_dir / "summary.json").read_text())
-    metadata = {"bytes": len(onnx_bytes), "content_type": "application/octet-stream", "kind": "FederatedJob",
-                "accuracy": summary.get("accuracy"), "rounds": summary.get("rounds"),
-                "secagg": summary.get("secagg"), "strategy": summary.get("strategy"),
-                "parties": summary.get("parties"), "onnx_max_abs_diff": diff}
+    metadata = {
+        "bytes": len(onnx_bytes),
+        "content_type": "application/octet-stream",
+        "kind": "FederatedJob",
+        "accuracy": summary.get("accuracy"),
+        "rounds": summary.get("rounds"),
+        "secagg": summary.get("secagg"),
+        "strategy": summary.get("strategy"),
+        "parties": summary.get("parties"),
+        "onnx_max_abs_diff": diff,
+    }
     registry = ModelRegistry(registry_url, lineage_hooks=hooks)
-    mv = registry.register(name, onnx_bytes, now=time.time(), metadata=metadata,
-                           lineage=Lineage(training_run=training_run))
-    out = {"name": mv.name, "version": mv.version, "ref": mv.ref, "uri": mv.uri, "stage": mv.stage.value,
-           "training_run": training_run}
+    mv = registry.register(
+        name, onnx_bytes, now=time.time(), metadata=metadata, lineage=Lineage(training_run=training_run)
+    )
+    out = {
+        "name": mv.name,
+        "version": mv.version,
+        "ref": mv.ref,
+        "uri": mv.uri,
+        "stage": mv.stage.value,
+        "training_run": training_run,
+    }
     (out_dir / "registered.json").write_text(json.dumps(out, indent=1))
     return out
 
 
-def register_from_env(out_dir: Path, name: str | None, probe: np.ndarray | None = None) -> dict[str, Any] | None:
+def register_from_env(
+    out_dir: Path, name: str | None, probe: np.ndarray | None = None
+) -> dict[str, Any] | None:
     """Register when the platform says where (``MODELPLANE_MODEL_REGISTRY_URL``); None when it does not
     (a federation run by hand, or by the tests and benchmark, has no registry)."""
     url = os.environ.get(REGISTRY_URL_ENV, "")
@@ -123,7 +153,15 @@ def register_from_env(out_dir: Path, name: str | None, probe: np.ndarray | None 
         return None
     model_name = name or job
     if not model_name:
-        raise PrivacyError("no model name to register the federation's model under",
-                           hint="pass --model-name, or run it as a job (MODELPLANE_JOB_NAME names it)")
-    return register(out_dir, model_name, job, registry_url=url, lineage_url=os.environ.get(LINEAGE_URL_ENV, ""),
-                    probe=probe)
+        raise PrivacyError(
+            "no model name to register the federation's model under",
+            hint="pass --model-name, or run it as a job (MODELPLANE_JOB_NAME names it)",
+        )
+    return register(
+        out_dir,
+        model_name,
+        job,
+        registry_url=url,
+        lineage_url=os.environ.get(LINEAGE_URL_ENV, ""),
+        probe=probe,
+    )

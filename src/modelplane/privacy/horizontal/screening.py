@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def screen_parameters(params: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                      max_update_norm: float) -> str | None:
+def screen_parameters(
+    params: Sequence[np.ndarray], reference: Sequence[np.ndarray], max_update_norm: float
+) -> str | None:
     """Why ``params`` must be rejected (compared with the global ``reference``), or None."""
     if len(params) != len(reference):
         return f"expected {len(reference)} arrays, got {len(params)}"
@@ -30,14 +31,15 @@ def screen_parameters(params: Sequence[np.ndarray], reference: Sequence[np.ndarr
         if not np.all(np.isfinite(p)):
             return f"array {i} contains NaN or infinity"
         sq += float(np.sum((p.astype(np.float64) - r) ** 2))
-    norm = sq ** 0.5
+    norm = sq**0.5
     if norm > max_update_norm:
         return f"update norm {norm:.3g} exceeds the bound {max_update_norm:g}"
     return None
 
 
-def screen_masked_vector(arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]],
-                         modulus: int) -> str | None:
+def screen_masked_vector(
+    arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]], modulus: int
+) -> str | None:
     """Why a SecAgg+ masked vector must be rejected, or None.
 
     ``shapes`` are the model's; SecAgg+ prepends the one-element weight factor.

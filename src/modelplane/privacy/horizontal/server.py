@@ -9,6 +9,11 @@ job succeeds or fails with the federation.
 ``python -m modelplane.privacy.horizontal.server --listen 0.0.0.0:$MASTER_PORT --test-data test.npz
 --output-dir out/ [--rounds 30 --strategy fedavg|fedprox --no-secagg --min-parties 5 ...]``
 
+All Flower traffic on that port is TLS: the SuperLink serves the certificate the control plane
+issued to the server role (``$MODELPLANE_TLS_CERT_PEM`` / ``_KEY_PEM``, whose names are the
+address the control plane assigned it, localhost and 127.0.0.1) and hands the job's CA to the SuperExec and ServerApp it starts; ``--tls-*`` give
+the files by hand, and ``--insecure`` (plaintext, development only) must be asked for.
+
 Under the platform, the number of rounds comes from the job's ``spec.rounds``
 (``$MODELPLANE_FL_ROUNDS``) and the final model is registered in the model registry
 (``$MODELPLANE_MODEL_REGISTRY_URL``) as ONNX under the job's name, with the job as its training run
@@ -16,7 +21,8 @@ Under the platform, the number of rounds comes from the job's ``spec.rounds``
 
 Exit status 0: the run completed (``out/summary.json``, ``metrics.json``, ``model.npz``, and when
 registered ``model.onnx`` and ``registered.json``); 1: the run failed, or its model could not be
-registered (the reason on stderr); 2: bad arguments or the SuperLink would not start.
+registered (the reason on stderr); 2: bad arguments (including no TLS identity, or a key that
+does not match its certificate) or the SuperLink would not start.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from typing import Any
 
 from modelplane.core.errors import ModelplaneError
 from modelplane.privacy.errors import PrivacyError
+from modelplane.privacy.federation import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV
+from modelplane.privacy.horizontal import transport
 from modelplane.privacy.horizontal.procs import stop_process
 from modelplane.privacy.horizontal.register import REGISTRY_URL_ENV, register_from_env
 
@@ -54,14 +62,20 @@ def resolve_rounds(flag: int | None, env: str | None, default: int = 30) -> int:
         try:
             spec = int(env)
         except ValueError:
-            raise PrivacyError(f"{ROUNDS_ENV}={env!r} is not a whole number",
-                               hint="set spec.rounds in the FederatedJob to a positive integer") from None
+            raise PrivacyError(
+                f"{ROUNDS_ENV}={env!r} is not a whole number",
+                hint="set spec.rounds in the FederatedJob to a positive integer",
+            ) from None
     if flag is not None and spec is not None and flag != spec:
-        raise PrivacyError(f"--rounds {flag} contradicts the job's spec.rounds {spec}",
-                           hint="drop --rounds from the server command; spec.rounds is passed to it")
+        raise PrivacyError(
+            f"--rounds {flag} contradicts the job's spec.rounds {spec}",
+            hint="drop --rounds from the server command; spec.rounds is passed to it",
+        )
     rounds = flag if flag is not None else spec if spec is not None else default
     if rounds < 1:
-        raise PrivacyError(f"rounds must be >= 1, got {rounds}", hint="set spec.rounds (or --rounds) to 1 or more")
+        raise PrivacyError(
+            f"rounds must be >= 1, got {rounds}", hint="set spec.rounds (or --rounds) to 1 or more"
+        )
     return rounds
 
 
@@ -74,7 +88,9 @@ def _flwr_bin(name: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if not found:
-        raise PrivacyError(f"{name} not found", hint="install the privacy extra: pip install 'modelplane[privacy]'")
+        raise PrivacyError(
+            f"{name} not found", hint="install the privacy extra: pip install 'modelplane[privacy]'"
+        )
     return found
 
 
@@ -82,7 +98,9 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise PrivacyError(f"the SuperLink exited with status {proc.returncode} before listening on {port}")
+            raise PrivacyError(
+                f"the SuperLink exited with status {proc.returncode} before listening on {port}"
+            )
         try:
             with socket.create_connection((host, port), timeout=1):
                 return
@@ -91,14 +109,21 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: flo
     raise PrivacyError(f"the SuperLink did not listen on {host}:{port} within {timeout:g}s")
 
 
-def _control_client(address: str) -> Any:
+def _control_client(address: str, ca: Path | None) -> Any:
     from flwr.cli.typing import SuperLinkConnection
     from flwr.cli.utils import init_http_client_from_connection
 
-    return init_http_client_from_connection(SuperLinkConnection(name="modelplane", address=address, insecure=True))
+    return init_http_client_from_connection(
+        SuperLinkConnection(
+            name="modelplane",
+            address=address,
+            root_certificates=None if ca is None else str(ca),
+            insecure=ca is None,
+        )
+    )
 
 
-def submit_run(address: str, run_config: dict[str, Any]) -> int:
+def submit_run(address: str, run_config: dict[str, Any], ca: Path | None) -> int:
     """Submit the app bundle with ``run_config`` to the SuperLink's Control API; the run id."""
     import hashlib
 
@@ -109,10 +134,16 @@ def submit_run(address: str, run_config: dict[str, Any]) -> int:
 
     fab_bytes = build_fab_from_disk(APP_DIR)
     fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
-    client = _control_client(address)
+    client = _control_client(address, ca)
     try:
-        res = client.StartRun(StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(run_config),
-                                              federation="", app_spec=""))
+        res = client.StartRun(
+            StartRunRequest(
+                fab=fab_to_proto(fab),
+                override_config=user_config_to_proto(run_config),
+                federation="",
+                app_spec="",
+            )
+        )
     finally:
         client.close()
     if not res.HasField("run_id"):
@@ -120,12 +151,12 @@ def submit_run(address: str, run_config: dict[str, Any]) -> int:
     return int(res.run_id)
 
 
-def run_status(address: str, run_id: int) -> tuple[str, str]:
+def run_status(address: str, run_id: int, ca: Path | None) -> tuple[str, str]:
     """(status text such as ``running`` or ``finished:completed``, details)."""
     from flwr.common.serde import run_from_proto
     from flwr.proto.control_pb2 import ListRunsRequest
 
-    client = _control_client(address)
+    client = _control_client(address, ca)
     try:
         res = client.ListRuns(ListRunsRequest(run_id=run_id))
     finally:
@@ -138,28 +169,63 @@ def run_status(address: str, run_id: int) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Flower SuperLink + ServerApp for a horizontal FederatedJob")
-    ap.add_argument("--listen", default=None,
-                    help="HOST:PORT for the SuperLink (default 0.0.0.0:$MASTER_PORT)")
+    ap.add_argument(
+        "--listen", default=None, help="HOST:PORT for the SuperLink (default 0.0.0.0:$MASTER_PORT)"
+    )
     ap.add_argument("--test-data", required=True, type=Path, help="the server's held-out .npz (x, y)")
     ap.add_argument("--output-dir", required=True, type=Path)
-    ap.add_argument("--rounds", type=int, default=None,
-                    help=f"federated rounds (default ${ROUNDS_ENV}, which a FederatedJob sets from spec.rounds, else 30)")
-    ap.add_argument("--model-name", default=None,
-                    help=f"register the final model under this name (default $MODELPLANE_JOB_NAME) when "
-                         f"${REGISTRY_URL_ENV} says where the registry is")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"federated rounds (default ${ROUNDS_ENV}, which a FederatedJob sets from spec.rounds, else 30)",
+    )
+    ap.add_argument(
+        "--model-name",
+        default=None,
+        help=f"register the final model under this name (default $MODELPLANE_JOB_NAME) when "
+        f"${REGISTRY_URL_ENV} says where the registry is",
+    )
     ap.add_argument("--strategy", choices=["fedavg", "fedprox"], default="fedavg")
     ap.add_argument("--proximal-mu", type=float, default=0.01)
-    ap.add_argument("--no-secagg", action="store_true", help="plain FedAvg/FedProx (the server sees each update)")
+    ap.add_argument(
+        "--no-secagg", action="store_true", help="plain FedAvg/FedProx (the server sees each update)"
+    )
     ap.add_argument("--min-parties", type=int, default=5, help="parties that must join before round 1")
     ap.add_argument("--min-fit-parties", type=int, default=3, help="fewest parties a round may aggregate")
-    ap.add_argument("--reconstruction-threshold", type=float, default=0.6,
-                    help="SecAgg+: share of a party's key shares needed to unmask (dropout tolerance)")
-    ap.add_argument("--round-timeout", type=float, default=30.0,
-                    help="seconds to wait for replies in each stage before treating a party as dropped")
+    ap.add_argument(
+        "--reconstruction-threshold",
+        type=float,
+        default=0.6,
+        help="SecAgg+: share of a party's key shares needed to unmask (dropout tolerance)",
+    )
+    ap.add_argument(
+        "--round-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for replies in each stage before treating a party as dropped",
+    )
     ap.add_argument("--local-epochs", type=int, default=2)
     ap.add_argument("--learning-rate", type=float, default=0.5)
     ap.add_argument("--max-update-norm", type=float, default=50.0)
-    ap.add_argument("--timeout", type=float, default=1800.0, help="give up on the whole run after this many seconds")
+    ap.add_argument(
+        "--timeout", type=float, default=1800.0, help="give up on the whole run after this many seconds"
+    )
+    ap.add_argument(
+        "--tls-ca", type=Path, default=None, help=f"the job's CA certificate (default ${TLS_CA_ENV})"
+    )
+    ap.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        help=f"the SuperLink's certificate, naming the address parties dial (default ${TLS_CERT_ENV})",
+    )
+    ap.add_argument("--tls-key", type=Path, default=None, help=f"its private key (default ${TLS_KEY_ENV})")
+    ap.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve Flower in plaintext: development only, never the default",
+    )
     a = ap.parse_args(argv)
     try:
         rounds = resolve_rounds(a.rounds, os.environ.get(ROUNDS_ENV))
@@ -178,38 +244,86 @@ def main(argv: list[str] | None = None) -> int:
     out = a.output_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_config = {
-        "output-dir": str(out), "test-data": str(a.test_data.resolve()), "rounds": rounds,
-        "strategy": a.strategy, "proximal-mu": a.proximal_mu, "secagg": not a.no_secagg,
-        "min-parties": a.min_parties, "min-fit-parties": a.min_fit_parties,
-        "reconstruction-threshold": a.reconstruction_threshold, "round-timeout": a.round_timeout,
-        "local-epochs": a.local_epochs, "learning-rate": a.learning_rate, "max-update-norm": a.max_update_norm,
+        "output-dir": str(out),
+        "test-data": str(a.test_data.resolve()),
+        "rounds": rounds,
+        "strategy": a.strategy,
+        "proximal-mu": a.proximal_mu,
+        "secagg": not a.no_secagg,
+        "min-parties": a.min_parties,
+        "min-fit-parties": a.min_fit_parties,
+        "reconstruction-threshold": a.reconstruction_threshold,
+        "round-timeout": a.round_timeout,
+        "local-epochs": a.local_epochs,
+        "learning-rate": a.learning_rate,
+        "max-update-norm": a.max_update_norm,
     }
     home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=out))
+    try:
+        superlink_bin = _flwr_bin("flower-superlink")
+        tls = transport.resolve(
+            insecure=a.insecure,
+            ca=a.tls_ca,
+            cert=a.tls_cert,
+            key=a.tls_key,
+            name="server",
+            need_key=True,
+            directory=home / "tls",
+        )
+        identity = tls.identity() if tls else None
+        if identity is not None:
+            transport.check_server_identity(identity)
+    except PrivacyError as exc:
+        shutil.rmtree(home, ignore_errors=True)
+        print(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    if identity is None:
+        transport.warn_insecure()
     env = dict(os.environ, FLWR_HOME=str(home))
     os.environ["FLWR_HOME"] = str(home)
     connect = f"127.0.0.1:{port_s}"
-    try:
-        superlink_bin = _flwr_bin("flower-superlink")
-    except PrivacyError as exc:
-        print(f"error: {exc} ({exc.hint})", file=sys.stderr)
-        return 2
     signal.signal(signal.SIGTERM, _exit_on_signal)
     # State in memory (Flower's default): the run lives as long as this task, and SQLite commits
     # on every message were a measurable part of each SecAgg+ stage. The SuperExec that starts the
     # ServerApp asks for work every 0.1 s instead of every second.
     env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+    # One port serves the parties (Fleet API), this wrapper (Control API) and the SuperExec and
+    # ServerApp it starts (ServerAppIo API): with the certificate, all of it is TLS, and the
+    # SuperLink hands the CA on to the SuperExec and ServerApp it starts.
+    tls_args = (
+        ["--insecure"]
+        if identity is None
+        else [
+            "--ssl-certfile",
+            str(identity.cert),
+            "--ssl-keyfile",
+            str(identity.key),
+            "--ssl-ca-certfile",
+            str(identity.ca),
+        ]
+    )
+    ca = None if identity is None else identity.ca
     superlink = subprocess.Popen(
-        [superlink_bin, "--insecure", "--host", host, "--port", port_s,
-         "--disable-runtime-dependency-installation"], env=env)  # our process group: stopping the task stops it
+        [
+            superlink_bin,
+            *tls_args,
+            "--host",
+            host,
+            "--port",
+            port_s,
+            "--disable-runtime-dependency-installation",
+        ],
+        env=env,
+    )  # our process group: stopping the task stops it
     try:
         _wait_port("127.0.0.1", int(port_s), superlink, 60)
-        run_id = submit_run(connect, run_config)
+        run_id = submit_run(connect, run_config, ca)
         print(f"submitted run {run_id} to the SuperLink on {listen}", flush=True)
         deadline = time.monotonic() + a.timeout
         while True:
             if superlink.poll() is not None:
                 raise PrivacyError(f"the SuperLink exited with status {superlink.returncode} during the run")
-            status, details = run_status(connect, run_id)
+            status, details = run_status(connect, run_id, ca)
             if status.startswith("finished"):
                 break
             if time.monotonic() > deadline:
@@ -217,18 +331,26 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
         summary = out / "summary.json"
         if status != "finished:completed" or not summary.exists():
-            print(f"error: run {run_id} ended {status}: {details or 'see the SuperLink log above'}", file=sys.stderr)
+            print(
+                f"error: run {run_id} ended {status}: {details or 'see the SuperLink log above'}",
+                file=sys.stderr,
+            )
             return 1
         print(json.dumps(json.loads(summary.read_text())), flush=True)
         try:
             registered = register_from_env(out, a.model_name)
         except ModelplaneError as exc:
-            print(f"error: the run completed but its model was not registered: {exc}"
-                  + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+            print(
+                f"error: the run completed but its model was not registered: {exc}"
+                + (f" ({exc.hint})" if exc.hint else ""),
+                file=sys.stderr,
+            )
             return 1
         if registered is not None:
-            print(f"registered the final model as {registered['ref']} (training run {registered['training_run']})",
-                  flush=True)
+            print(
+                f"registered the final model as {registered['ref']} (training run {registered['training_run']})",
+                flush=True,
+            )
         return 0
     except PrivacyError as exc:
         print(f"error: {exc}", file=sys.stderr)

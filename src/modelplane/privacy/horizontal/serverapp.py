@@ -35,11 +35,14 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid, ServerApp
 
 from modelplane.privacy.horizontal import model
 from modelplane.privacy.horizontal.data import read_shard
+from modelplane.privacy.horizontal.keyahead import KeyAhead
+from modelplane.privacy.horizontal.pulls import prompt_object_pulls
 from modelplane.privacy.horizontal.screening import screen_masked_vector, screen_parameters
 from modelplane.privacy.horizontal.supernode import Pacer
 
@@ -94,9 +97,18 @@ class Recorder:
 
     def close_round(self, server_round: int, loss: float, accuracy: float) -> None:
         now = time.perf_counter()
-        self.rounds.append({"round": server_round, "seconds": now - self.last, "loss": loss, "accuracy": accuracy,
-                            "parties": self.contributed, "rejected": self.rejected, "dropped": self.dropped,
-                            "stage_seconds": [round(t, 3) for t in self.stages]})
+        self.rounds.append(
+            {
+                "round": server_round,
+                "seconds": now - self.last,
+                "loss": loss,
+                "accuracy": accuracy,
+                "parties": self.contributed,
+                "rejected": self.rejected,
+                "dropped": self.dropped,
+                "stage_seconds": [round(t, 3) for t in self.stages],
+            }
+        )
         self.rejected, self.dropped, self.contributed, self.stages = [], [], 0, []
         self.path.write_text(json.dumps(self.rounds, indent=1))
         self.last = time.perf_counter()
@@ -110,18 +122,21 @@ class _Screened:
     secagg: bool
     _global: NDArrays
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, Any]]:
         self._global = parameters_to_ndarrays(parameters)
         return super().configure_fit(server_round, parameters, client_manager)  # type: ignore[misc,no-any-return]
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
         kept = []
         if self.secagg and results:
             # Every result carries the same unmasked sum: check it once, as one update.
-            why = screen_parameters(parameters_to_ndarrays(results[0][1].parameters), self._global,
-                                    self.settings.max_update_norm)
+            why = screen_parameters(
+                parameters_to_ndarrays(results[0][1].parameters), self._global, self.settings.max_update_norm
+            )
             if why is not None:
                 self.recorder.reject(None, why)
             else:
@@ -220,16 +235,23 @@ class PromptGrid:
 
 
 class ScreenedSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ with screening, dropout fixes and the next setup sent ahead (``keyahead.py``)."""
+
     def __init__(self, recorder: Recorder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.recorder = recorder
+        self.ahead = KeyAhead()
 
     def _screening(self, grid: Grid) -> Grid:
         base = grid if isinstance(grid, PromptGrid) else PromptGrid(grid, self.recorder)
         return cast(Grid, base.screening(self.modulus_range))
 
     def setup_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        return bool(super().setup_stage(self._screening(grid), context, state))
+        # A setup answered ahead took no time of its own: a 0 keeps the four stages in the metrics.
+        skipped = lambda: self.recorder.stages.append(0.0)  # noqa: E731
+        return bool(
+            super().setup_stage(self.ahead.setup_grid(self._screening(grid), skipped), context, state)
+        )
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
         ok = bool(super().share_keys_stage(self._screening(grid), context, state))
@@ -255,17 +277,27 @@ class ScreenedSecAggPlus(SecAggPlusWorkflow):
         summed = set(state.active_node_ids)
         for nid in set(state.sampled_node_ids) - summed:
             state.nid_to_neighbours[nid] = (state.nid_to_neighbours[nid] & summed) | {nid}
-        return bool(super().unmask_stage(self._screening(grid), context, state))
+        screened = self._screening(grid)
+        current = int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND]))
+        if current < context.config.num_rounds:  # a next round will need fresh keys
+            screened = self.ahead.unmask_grid(screened)
+        return bool(super().unmask_stage(screened, context, state))
 
 
-def _ask(grid: Grid, node_ids: list[int], config: dict[str, Scalar], timeout: float) -> dict[int, dict[str, Any]]:
+def _ask(
+    grid: Grid, node_ids: list[int], config: dict[str, Scalar], timeout: float
+) -> dict[int, dict[str, Any]]:
     content = compat.getpropertiesins_to_recorddict(GetPropertiesIns(config=config))
-    msgs = [Message(content=content, dst_node_id=nid, message_type=MessageTypeLegacy.GET_PROPERTIES)
-            for nid in node_ids]
+    msgs = [
+        Message(content=content, dst_node_id=nid, message_type=MessageTypeLegacy.GET_PROPERTIES)
+        for nid in node_ids
+    ]
     out = {}
     for reply in grid.send_and_receive(msgs, timeout=timeout):
         if not reply.has_error():
-            out[reply.metadata.src_node_id] = dict(compat.recorddict_to_getpropertiesres(reply.content).properties)
+            out[reply.metadata.src_node_id] = dict(
+                compat.recorddict_to_getpropertiesres(reply.content).properties
+            )
     return out
 
 
@@ -276,7 +308,9 @@ def _roster(grid: Grid, s: Settings) -> dict[int, str]:
         if len(nodes) >= s.min_parties:
             break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(nodes)} of {s.min_parties} parties joined within {s.join_timeout:g}s")
+            raise RuntimeError(
+                f"only {len(nodes)} of {s.min_parties} parties joined within {s.join_timeout:g}s"
+            )
         time.sleep(0.5)
     answers = _ask(grid, nodes, {}, s.join_timeout)
     return {nid: str(props.get("party", f"node {nid}")) for nid, props in answers.items()}
@@ -285,6 +319,7 @@ def _roster(grid: Grid, s: Settings) -> dict[int, str]:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     s = Settings.from_run_config(dict(context.run_config))
+    prompt_object_pulls()  # replies are pulled as soon as they are announced: see pulls.py
     prompt = PromptGrid(grid)
     out = Path(s.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +329,9 @@ def main(grid: Grid, context: Context) -> None:
     grid = cast(Grid, PromptGrid(grid, recorder))
     x_test, y_test = read_shard(s.test_data)
 
-    def evaluate(server_round: int, params: NDArrays, _cfg: dict[str, Scalar]) -> tuple[float, dict[str, Scalar]]:
+    def evaluate(
+        server_round: int, params: NDArrays, _cfg: dict[str, Scalar]
+    ) -> tuple[float, dict[str, Scalar]]:
         loss, acc = model.evaluate(list(params), x_test, y_test)
         if server_round > 0:
             recorder.close_round(server_round, loss, acc)
@@ -303,14 +340,24 @@ def main(grid: Grid, context: Context) -> None:
         return loss, {"accuracy": acc}
 
     def fit_config(server_round: int) -> dict[str, Scalar]:
-        return {"round": server_round, "epochs": s.local_epochs, "learning_rate": s.learning_rate,
-                "batch_size": s.batch_size}
+        return {
+            "round": server_round,
+            "epochs": s.local_epochs,
+            "learning_rate": s.learning_rate,
+            "batch_size": s.batch_size,
+        }
 
     common: dict[str, Any] = dict(
-        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=s.min_fit_parties,
-        min_evaluate_clients=0, min_available_clients=s.min_fit_parties, evaluate_fn=evaluate,
-        on_fit_config_fn=fit_config, accept_failures=True,
-        initial_parameters=ndarrays_to_parameters(model.zeros()))
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=s.min_fit_parties,
+        min_evaluate_clients=0,
+        min_available_clients=s.min_fit_parties,
+        evaluate_fn=evaluate,
+        on_fit_config_fn=fit_config,
+        accept_failures=True,
+        initial_parameters=ndarrays_to_parameters(model.zeros()),
+    )
     if s.strategy == "fedprox":
         strategy: _Screened = ScreenedFedProx(proximal_mu=s.proximal_mu, **common)
     elif s.strategy == "fedavg":
@@ -318,25 +365,43 @@ def main(grid: Grid, context: Context) -> None:
     else:
         raise ValueError(f"strategy must be fedavg or fedprox, got {s.strategy!r}")
     strategy.recorder, strategy.settings, strategy.secagg = recorder, s, s.secagg
-    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=s.rounds, round_timeout=s.round_timeout),
-                           strategy=strategy)  # type: ignore[arg-type]
-    fit_workflow = (ScreenedSecAggPlus(recorder, num_shares=s.num_shares,
-                                       reconstruction_threshold=s.reconstruction_threshold,
-                                       clipping_range=s.clipping_range, timeout=s.round_timeout)
-                    if s.secagg else None)
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=s.rounds, round_timeout=s.round_timeout),
+        strategy=strategy,  # type: ignore[arg-type]
+    )
+    fit_workflow = (
+        ScreenedSecAggPlus(
+            recorder,
+            num_shares=s.num_shares,
+            reconstruction_threshold=s.reconstruction_threshold,
+            clipping_range=s.clipping_range,
+            timeout=s.round_timeout,
+        )
+        if s.secagg
+        else None
+    )
     started = time.perf_counter()
     DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
     final = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], True)
     weights = parameters_to_ndarrays(final)
     np.savez(out / "model.npz", W=weights[0], b=weights[1])
     loss, acc = model.evaluate(weights, x_test, y_test)
-    summary = {"rounds": len(recorder.rounds), "accuracy": acc, "loss": loss,
-               "seconds": time.perf_counter() - started, "secagg": s.secagg, "strategy": s.strategy,
-               "parties": sorted(roster.values()), "settings": asdict(s)}
+    summary = {
+        "rounds": len(recorder.rounds),
+        "accuracy": acc,
+        "loss": loss,
+        "seconds": time.perf_counter() - started,
+        "secagg": s.secagg,
+        "strategy": s.strategy,
+        "parties": sorted(roster.values()),
+        "settings": asdict(s),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     # Tell the parties to stop. A party that goes away between taking the message and pushing
     # its reply would leave Flower pulling that reply forever, so this waits a bounded time.
-    notify = threading.Thread(target=_ask, args=(grid, list(grid.get_node_ids()), {"finished": 1}, 10.0),
-                              daemon=True)
+    notify = threading.Thread(
+        target=_ask, args=(grid, list(grid.get_node_ids()), {"finished": 1}, 10.0), daemon=True
+    )
     notify.start()
     notify.join(15.0)

@@ -8,9 +8,10 @@ those fixed costs, paid per message, made secure aggregation 2.5x slower than pl
 reasons that have nothing to do with cryptography. Here:
 
 * the SuperNode runs with ``--isolation process`` (Flower's documented mode for an executor
-  that the operator starts), and a thread of this process is that executor: it takes each task
-  from the SuperNode's Runtime API and runs the ClientApp in process, with Flower's own task
-  protocol (pull the task input, run, push the reply and the task output, heartbeat meanwhile);
+  that the operator starts), and a thread of this process is that executor: it runs each task's
+  ClientApp in process, with Flower's own task protocol (pull the task input, run, push the reply
+  and the task output, heartbeat meanwhile) answered by the Runtime API's handlers on this
+  process's state, not over HTTP (:class:`InProcessRuntime`);
 * the ClientApp it runs is modelplane's, imported once, never code from the FAB the server sent:
   a party runs the training code it installed, not code the server ships (the FAB is still
   checked to be ours, so a foreign run is answered with an error, not trained);
@@ -20,7 +21,8 @@ reasons that have nothing to do with cryptography. Here:
 
 ``python -m modelplane.privacy.horizontal.supernode [flower-supernode options]``; ``client.py``
 starts it. The isolation mode is set here and may not be given; the Runtime API listens on
-127.0.0.1 and a free port unless ``--host`` / ``--port`` say otherwise.
+127.0.0.1 and a free port unless ``--host`` / ``--port`` say otherwise (unused by the executor, it
+serves TLS when given ``--ssl-certfile`` / ``--ssl-keyfile`` / ``--ssl-ca-certfile``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+from modelplane.privacy.horizontal.pulls import prompt_object_pulls
 
 FAB_NAME = "modelplane-fl"  # [project].name in app/pyproject.toml: the only app these SuperNodes run
 
@@ -57,7 +61,9 @@ class Pacer:
 
     def __post_init__(self) -> None:
         if not 0 < self.fast <= self.slow or self.growth < 1:
-            raise ValueError(f"need 0 < fast <= slow and growth >= 1, got {self.fast}, {self.slow}, {self.growth}")
+            raise ValueError(
+                f"need 0 < fast <= slow and growth >= 1, got {self.fast}, {self.slow}, {self.growth}"
+            )
         self._next = self.fast
 
     def active(self) -> None:
@@ -97,7 +103,9 @@ def pace_supernode(module: ModuleType, pacer: Pacer, on_message: Callable[[], No
     """
     pull = getattr(module, "_pull_and_store_message", None)
     if getattr(module, "time", None) is not time or not callable(pull):
-        raise RuntimeError(f"{module.__name__} no longer has the loop this wrapper paces (written for flwr 1.42)")
+        raise RuntimeError(
+            f"{module.__name__} no longer has the loop this wrapper paces (written for flwr 1.42)"
+        )
 
     def pull_and_store(*args: Any, **kwargs: Any) -> Any:
         run_id = pull(*args, **kwargs)
@@ -121,30 +129,86 @@ def _fab_name(fab_hash: str, fab_content: bytes) -> str:
         return ""
 
 
+class InProcessRuntime:
+    """The SuperNode Runtime API's ClientApp calls, answered from this process's NodeState.
+
+    Same request and response messages and the same handlers as Flower's HTTP Runtime API (so
+    Flower's own ``pull_task_input`` / ``push_message`` / ``push_task_output`` run unchanged),
+    without the HTTP: each message a party handles took some 2n+6 local HTTPS requests (task,
+    input, message, its n objects, the reply and its objects, the output), which on a loaded
+    machine cost more than the training itself, and a SecAgg+ round has four messages.
+    The task is looked up by its token on every call, as the HTTP API does, so a task the
+    SuperNode has expired is refused here too.
+    """
+
+    def __init__(self, state: Any, token: str | None = None) -> None:
+        self.state, self.token = state, token
+
+    def _task(self) -> Any:
+        from flwr.supercore.error import ApiErrorCode, FlowerError
+
+        task = self.state.get_task_by_token(self.token) if self.token else None
+        if task is None:
+            raise FlowerError(
+                ApiErrorCode.RUNTIME_AUTHENTICATION_FAILED, "the task is no longer known to this SuperNode"
+            )
+        return task
+
+    def _call(self, handler: str, request: Any) -> Any:
+        from flwr.supernode.servicer.runtime import runtime_handlers
+
+        return getattr(runtime_handlers, handler)(request, self.state, self._task())
+
+    def AcquireTask(self, request: Any) -> Any:
+        from flwr.supernode.servicer.runtime import runtime_handlers
+
+        return runtime_handlers.acquire_task(request, self.state)
+
+    def SendTaskHeartbeat(self, request: Any) -> Any:
+        from flwr.supercore.servicer.runtime import runtime_handlers as core
+
+        return core.send_task_heartbeat(request, self.state, self._task())
+
+    def PullTaskInput(self, request: Any) -> Any:
+        return self._call("pull_task_input", request)
+
+    def PushTaskOutput(self, request: Any) -> Any:
+        return self._call("push_task_output", request)
+
+    def PullMessages(self, request: Any) -> Any:
+        return self._call("pull_messages", request)
+
+    def PushMessages(self, request: Any) -> Any:
+        return self._call("push_messages", request)
+
+    def PullObject(self, request: Any) -> Any:
+        return self._call("pull_object", request)
+
+    def PushObject(self, request: Any) -> Any:
+        return self._call("push_object", request)
+
+    def ConfirmMessageReceived(self, request: Any) -> Any:
+        return self._call("confirm_message_received", request)
+
+    def close(self) -> None:
+        """Nothing to close: kept so that it stands in for Flower's HTTP client."""
+
+
 class WarmExecutor:
     """Runs the SuperNode's ClientApp tasks in this process, one at a time, as they arrive."""
 
-    def __init__(self, runtime_api_address: str, app: Any, wake: threading.Event, idle_wait: float = 1.0) -> None:
-        self.address, self.app, self.wake, self.idle_wait = runtime_api_address, app, wake, idle_wait
+    def __init__(self, state: Any, app: Any, wake: threading.Event, idle_wait: float = 1.0) -> None:
+        self.state, self.app, self.wake, self.idle_wait = state, app, wake, idle_wait
 
-    def _client(self, component: str, token: str | None = None) -> Any:
-        from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-        from flwr.supercore.retry import make_simple_http_retry_invoker
-        from flwr.supercore.runtime import RuntimeHttpClient
-
-        interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name=component)]
-        if token is not None:
-            interceptors.append(RuntimeTokenHttpInterceptor(token))
-        return RuntimeHttpClient.from_server_address(server_address=self.address, insecure=True,
-                                                     root_certificates=None, interceptors=interceptors,
-                                                     retry_invoker=make_simple_http_retry_invoker())
+    def _client(self, token: str | None = None) -> InProcessRuntime:
+        return InProcessRuntime(self.state, token)
 
     def serve_forever(self) -> None:
         from flwr.proto.runtime_pb2 import AcquireTaskRequest
         from flwr.supercore import log
         from flwr.supercore.constant import TaskType
 
-        client = self._client("SuperExec")
+        client = self._client()
         request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
         while True:
             try:
@@ -165,7 +229,7 @@ class WarmExecutor:
         from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
         from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
-        client = self._client("flwr-clientapp", token)
+        client: Any = self._client(token)  # stands in for the RuntimeHttpClient Flower's functions take
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         heartbeat.start()
         message = reply = context = None
@@ -174,9 +238,13 @@ class WarmExecutor:
             message, context, _run, fab = pull_task_input(client)
             name = _fab_name(fab.hash_str, fab.content)
             if name != FAB_NAME:
-                reply = Message(Error(code=ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
-                                      reason=f"this SuperNode runs only the {FAB_NAME} app, not {name or 'an unknown app'}"),
-                                reply_to=message)
+                reply = Message(
+                    Error(
+                        code=ErrorCode.LOAD_CLIENT_APP_EXCEPTION,
+                        reason=f"this SuperNode runs only the {FAB_NAME} app, not {name or 'an unknown app'}",
+                    ),
+                    reply_to=message,
+                )
                 details = "foreign app refused"
             else:
                 reply = self.app(message=message, context=context)
@@ -185,7 +253,9 @@ class WarmExecutor:
             log(logging.ERROR, "ClientApp raised an exception", exc_info=exc)
             details = f"{type(exc).__name__}: {exc}"
             if message is not None:
-                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message)
+                reply = Message(
+                    Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details), reply_to=message
+                )
         finally:
             try:
                 if reply is not None and context is not None:
@@ -202,18 +272,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_runtime_api_then_executor(module: ModuleType, app: Any, wake: threading.Event, tries: int = 5) -> None:
-    """Start the executor only once *this* SuperNode's Runtime API is listening, on a port it got.
+def serve_runtime_api_then_executor(
+    module: ModuleType, app: Any, wake: threading.Event, tries: int = 5
+) -> None:
+    """Start the executor on this SuperNode's own state once its Runtime API is up.
 
-    A port chosen free can be taken by another process before uvicorn binds it (several parties
-    start at once on one machine); the API then fails to start, and an executor started blindly
-    would talk to whichever SuperNode holds that port and run another party's tasks. So the bind
-    is retried on a fresh port, and the executor is pointed at the port that was actually bound.
+    The executor does not use the Runtime API (:class:`InProcessRuntime`), but Flower's SuperNode
+    starts it regardless, on a port chosen free that another process can take before uvicorn binds
+    it (several parties start at once on one machine): the bind is retried on a fresh port.
     """
     start_api = getattr(module, "_start_supernode_http_api", None)
     if not callable(start_api):
-        raise RuntimeError(f"{module.__name__} no longer starts its Runtime API the way this wrapper expects "
-                           "(written for flwr 1.42)")
+        raise RuntimeError(
+            f"{module.__name__} no longer starts its Runtime API the way this wrapper expects "
+            "(written for flwr 1.42)"
+        )
 
     def start(config: Any, state_factory: Any) -> Any:
         for attempt in range(tries):
@@ -224,7 +297,7 @@ def serve_runtime_api_then_executor(module: ModuleType, app: Any, wake: threadin
                 if attempt == tries - 1:
                     raise
                 config.port = _free_port()
-        executor = WarmExecutor(f"{config.host}:{config.port}", app, wake)
+        executor = WarmExecutor(state_factory.state(), app, wake)
         threading.Thread(target=executor.serve_forever, name="modelplane-clientapp", daemon=True).start()
         return started
 
@@ -234,7 +307,9 @@ def serve_runtime_api_then_executor(module: ModuleType, app: Any, wake: threadin
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--isolation" or a.startswith("--isolation=") for a in args):
-        print("error: this SuperNode sets --isolation itself (process, with its own executor)", file=sys.stderr)
+        print(
+            "error: this SuperNode sets --isolation itself (process, with its own executor)", file=sys.stderr
+        )
         sys.exit(2)
     # Modules, not the same-named functions their packages re-export.
     cli = importlib.import_module("flwr.supernode.cli.flower_supernode")
@@ -246,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         args += ["--port", str(_free_port())]
     if not any(a == "--host" or a.startswith("--host=") for a in args):
         args += ["--host", "127.0.0.1"]
+    prompt_object_pulls()
     wake = threading.Event()
     pace_supernode(loop, Pacer(), wake.set)
     serve_runtime_api_then_executor(cli, app, wake)
