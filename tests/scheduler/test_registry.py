@@ -36,6 +36,14 @@ def test_default_uses_the_published_default_scorer() -> None:
     assert s.scorer is not None and s.scorer.name == scores.DEFAULT_SCORER
 
 
+def test_default_scorer_is_the_one_the_openb_replay_measures() -> None:
+    """The figure that justifies the default (benchmarks/fgd_openb.py) must be able to replay it."""
+    from modelplane.scheduler.registry import default_scorer_name
+    from modelplane.sim.openb import POLICIES
+
+    assert default_scorer_name() in POLICIES
+
+
 def test_options_reach_the_policy() -> None:
     s = create_scheduler("default", scorer=TinyScorer(), max_candidates=None, order="priority", preemption=False)
     assert isinstance(s, PolicyScheduler)

@@ -167,3 +167,44 @@ def test_fgd_plus_breaks_fgd_ties_towards_the_fuller_node_and_keeps_fgd_order() 
     assert (pa[1], pb[1]) == (a[1], b[1])  # and picks the same devices as FGD
     assert int(pa[0]) == a[0] and int(pb[0]) == b[0]  # the tie-break never crosses an FGD integer
     assert plus.score(free_of([1000, 0]), whole(2), ctx) is None
+
+
+def test_fgd_cpu_pack_scores_gpu_tasks_exactly_as_fgd() -> None:
+    mix = [(share(500), 0.5), (whole(1), 0.25), (whole(8), 0.25), (TaskRequest(cpu_milli=8000), 0.1)]
+    ctx = ScoreContext(workload_mix=mix)
+    fgd, pack = create_scorer("fgd"), create_scorer("fgd_cpu_pack")
+    nodes = [
+        free_of([1000] * 8),
+        free_of([1000] * 7 + [500]),
+        free_of([1000] * 5 + [0, 0, 500]),
+        free_of([300, 1000]),
+    ]
+    for req in (share(500), share(200), whole(1), whole(2), whole(8)):
+        for f in nodes:
+            assert pack.score(f, req, ctx) == fgd.score(f, req, ctx)
+
+
+def test_fgd_cpu_pack_puts_cpu_tasks_where_gpus_are_taken_without_crossing_fgd_integers() -> None:
+    mix = [(whole(1), 0.5), (share(500), 0.5)]
+    ctx = ScoreContext(workload_mix=mix)
+    fgd, pack = create_scorer("fgd"), create_scorer("fgd_cpu_pack")
+    cpu_task = TaskRequest(cpu_milli=4000, memory_mib=1024)
+    idle, taken, cpu_only = free_of([1000] * 8), free_of([0] * 8), free_of([])
+    scores = {
+        name: (fgd.score(f, cpu_task, ctx), pack.score(f, cpu_task, ctx))
+        for name, f in (("idle", idle), ("taken", taken), ("cpu_only", cpu_only))
+    }
+    plain = {name: a for name, (a, _) in scores.items()}
+    packed = {name: b for name, (_, b) in scores.items()}
+    assert all(v is not None for v in [*plain.values(), *packed.values()])
+    assert plain["idle"] == plain["taken"] == plain["cpu_only"]  # FGD: a tie, left to node order
+    # spend CPU where no GPU task needs it
+    assert packed["taken"] > packed["idle"] and packed["cpu_only"] > packed["idle"]
+    for name in plain:
+        a, b = plain[name], packed[name]
+        assert a is not None and b is not None and int(b[0]) == a[0] and b[1] == a[1] == ()
+    # a CPU-only task that would starve the idle GPUs of CPU loses on FGD's own integer first
+    starving = free_of([1000] * 8, cpu=4500)
+    a, b = fgd.score(starving, cpu_task, ctx), pack.score(starving, cpu_task, ctx)
+    assert a is not None and b is not None and packed["cpu_only"] is not None
+    assert b[0] < a[0] + 1 and b[0] < packed["cpu_only"][0]

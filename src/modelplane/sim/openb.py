@@ -39,8 +39,8 @@ IntArr = npt.NDArray[np.int64]
 FloatArr = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
 
-POLICIES = ("random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus")
-FGD_FAMILY = ("fgd", "fgd_plus")  # policies that measure fragmentation and choose devices as FGD does
+POLICIES = ("random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack")
+FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack")  # policies that measure fragmentation and choose devices as FGD does
 MAX_DEV = 8
 MAX_TAGS = MAX_DEV + 1  # tag 0 = a share of one device, tag k = k whole devices
 
@@ -183,6 +183,7 @@ class Replay:
             "gpuclustering": self._gpuclustering,
             "fgd": self._fgd,
             "fgd_plus": self._fgd_plus,
+            "fgd_cpu_pack": self._fgd_cpu_pack,
         }
 
     # -- feasibility -------------------------------------------------------------------------
@@ -286,6 +287,9 @@ class Replay:
         tie = np.clip(1.0 - left, 0.0, 1.0) * TIE_SCALE
         out: FloatArr = self._fgd(req, idx) + tie
         return out
+
+    def _fgd_cpu_pack(self, req: TaskRequest, idx: IntArr) -> IntArr | FloatArr:
+        return self._fgd(req, idx) if req.wants_gpu else self._fgd_plus(req, idx)
 
     # -- placement -----------------------------------------------------------------------------
     def devices_on(self, i: int, req: TaskRequest) -> tuple[int, ...]:

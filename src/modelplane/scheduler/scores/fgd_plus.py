@@ -9,6 +9,11 @@ names. Devices are chosen as FGD chooses them. Free CPU is deliberately not part
 BestFit's CPU+GPU measure packed CPU too and stranded GPU shares on CPU-exhausted nodes (replays
 on seeds 52-53: -0.2 points on gpushare100 against +0.35 for GPU alone).
 
+Replays that split the tie-break by task kind (seeds 42-46) showed that its gain on the gpuspec
+lists comes entirely from CPU-only tasks, and that on GPU tasks it loses (up to -3 points on
+gpushare100 for shares, -2.5 on cpu250 for whole devices): ``fgd_cpu_pack`` keeps only the
+CPU-only part.
+
 The score is ``FGD integer + tie / 2`` with ``tie = 1 - GPU left / 8 GPUs`` clipped to [0, 1], so it
 never reorders two different FGD integers.
 """
