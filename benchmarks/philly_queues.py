@@ -12,11 +12,15 @@ The default policy's starvation guard (``PolicyOptions.starvation_s``; ``--starv
 is what keeps its max wait near FIFO's while its mean stays far below. ``vs_fifo`` gives mean, p99
 and max-wait ratios to FIFO for every other policy of the run.
 
-Measured (56 nodes, 7-day windows; ours / FIFO, EASY / FIFO; mean, p99, max): day 14: 0.03 0.04
-0.98 | 0.05 0.14 1.00; 21: 0.20 0.45 0.63 | 0.55 0.80 2.40; 28: 0.35 0.69 0.70 | 0.54 0.87 0.98;
-35: 0.47 0.70 0.96 | 0.58 0.79 1.81 (mean goal missed); 42: 0.16 0.42 0.60 | 0.06 0.14 1.43;
-49: 0.08 0.47 0.76 |
-0.12 0.40 2.49; 56: 0.06 0.46 0.80 | 0.08 0.74 2.52. Day 7 has 13 jobs and no queueing (all 1.0).
+Measured (56 nodes, 7-day windows; ours / FIFO, EASY / FIFO; mean, p99, max): day 14: 0.028 0.073
+0.72 | 0.05 0.14 1.00; 21: 0.17 0.42 0.78 | 0.55 0.80 2.40; 28: 0.28 0.67 0.85 | 0.54 0.87 0.98;
+35: 0.32 0.61 0.94 | 0.58 0.79 1.81; 42: 0.12 0.35 0.62 | 0.06 0.14 1.43; 49: 0.048 0.47 0.87 | 0.12 0.40 2.49;
+56: 0.050 0.44 0.76 | 0.08 0.74 2.52. Day 7 has 13 jobs and no queueing (all 1.0). Before
+borrowed quota went smallest-first and starving jobs (past the oldest) by size, ours was: 14: 0.031
+0.041 0.98; 21: 0.20 0.45 0.63; 28: 0.35 0.69 0.70; 35: 0.47 0.70 0.96 (mean goal missed); 42: 0.16
+0.42 0.60; 49: 0.08 0.47 0.76; 56: 0.06 0.46 0.80: the mean fell on every window, the longest wait
+rose on 21, 28, 42 and 49 (still below FIFO's), p99 rose on day 14. Ablations: ``--set borrow_order=fair``,
+``--set starving_order=age``, ``--set reservation_spare=true``.
 
     PYTHONPATH=src .venv/bin/python benchmarks/philly_queues.py
 """
@@ -32,17 +36,33 @@ from rich.progress import Progress
 
 from modelplane.scheduler.interface import Scheduler
 from modelplane.scheduler.policy import PolicyOptions
-from modelplane.scheduler.registry import create_scheduler
+from modelplane.scheduler.registry import UnknownScheduler, create_scheduler
 from modelplane.sim.engine import Simulator
 from modelplane.sim.policies import BASELINES, create_baseline
 from modelplane.sim.traces.philly import load_philly_jobs, load_philly_vcs
 from modelplane.sim.workloads import gpu_pool, proportional_queues, sim_jobs
 
 
-def make(name: str, starvation_s: float | None) -> Scheduler:
+def make(name: str, starvation_s: float | None, options: dict[str, object] | None = None) -> Scheduler:
     if name in BASELINES:
         return create_baseline(name)
-    return create_scheduler(name, starvation_s=starvation_s) if name == "default" else create_scheduler(name)
+    if name == "default":
+        return create_scheduler(name, **{"starvation_s": starvation_s, **(options or {})})
+    return create_scheduler(name)
+
+
+def parse_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs for the default policy's options (ablations); values are JSON, else strings."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. borrow_order=fair), got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
 
 def main() -> None:
@@ -51,10 +71,32 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--nodes", type=int, default=56)
     ap.add_argument("--round-interval", type=float, default=60.0, help="seconds between scheduling rounds")
-    ap.add_argument("--starvation-hours", type=float, default=None,
-                    help="starvation threshold of the default policy (default: the policy's own; <= 0 turns it off)")
-    ap.add_argument("--policies", default="fifo,easy,default", help=f"baselines ({', '.join(BASELINES)}) or scheduler names")
+    ap.add_argument(
+        "--starvation-hours",
+        type=float,
+        default=None,
+        help="starvation threshold of the default policy (default: the policy's own; <= 0 turns it off)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the default policy (PolicyOptions), e.g. borrow_order=fair; repeatable",
+    )
+    ap.add_argument(
+        "--policies",
+        default="fifo,easy,default",
+        help=f"baselines ({', '.join(BASELINES)}) or scheduler names",
+    )
     args = ap.parse_args()
+    options = parse_options(args.set)
+    try:
+        make("default", None, options)
+    except (ValueError, TypeError, UnknownScheduler) as e:
+        raise SystemExit(
+            f"--set: {e}; the options are the fields of modelplane.scheduler.policy.PolicyOptions"
+        ) from None
 
     jobs = load_philly_jobs()
     t0 = args.start_day * 86400
@@ -63,7 +105,9 @@ def main() -> None:
     pool = gpu_pool(args.nodes)
     capacity = args.nodes * 8
     vcs = load_philly_vcs()
-    queues = proportional_queues({k: float(v) for k, v in vcs.items()}, capacity, sorted({j.vc for j in jobs}))
+    queues = proportional_queues(
+        {k: float(v) for k, v in vcs.items()}, capacity, sorted({j.vc for j in jobs})
+    )
     demand = sum(min(d, args.days * 86400 - s) * g for _, _, g, s, d in rows) / (args.days * 86400) / capacity
     console = Console(stderr=True)
     results: dict[str, dict[str, object]] = {}
@@ -77,8 +121,12 @@ def main() -> None:
     with Progress(console=console) as progress:
         for name in names:
             bar = progress.add_task(name, total=len(rows))
-            sim = Simulator(pool, queues, make(name, starvation_s), round_interval=args.round_interval)
-            res = sim.run(sim_jobs(rows), progress=lambda done, total, bar=bar: progress.update(bar, completed=done))
+            sim = Simulator(
+                pool, queues, make(name, starvation_s, options), round_interval=args.round_interval
+            )
+            res = sim.run(
+                sim_jobs(rows), progress=lambda done, total, bar=bar: progress.update(bar, completed=done)
+            )
             progress.update(bar, completed=len(rows))
             results[name] = res.summary()
 
@@ -92,6 +140,7 @@ def main() -> None:
         "estimates": "true durations (perfect runtime estimates)",
         "round_interval_s": args.round_interval,
         "default_starvation_threshold_s": starvation_s,
+        "default_options_set": options,
         "wall_seconds": round(time.perf_counter() - wall0, 1),
         "policies": results,
     }
@@ -100,17 +149,22 @@ def main() -> None:
         ratio = float(ours["mean_queueing_delay_s"]) / max(float(fifo["mean_queueing_delay_s"]), 1e-9)  # type: ignore[arg-type]
         out["default_vs_fifo"] = {
             "mean_queueing_delay_ratio": round(ratio, 3),
-            "p99_queueing_delay_ratio": round(float(ours["p99_queueing_delay_s"]) / max(float(fifo["p99_queueing_delay_s"]), 1e-9), 3),  # type: ignore[arg-type]
+            "p99_queueing_delay_ratio": round(
+                float(ours["p99_queueing_delay_s"]) / max(float(fifo["p99_queueing_delay_s"]), 1e-9), 3
+            ),  # type: ignore[arg-type]
             "mean_jct_ratio": round(float(ours["mean_jct_s"]) / max(float(fifo["mean_jct_s"]), 1e-9), 3),  # type: ignore[arg-type]
             "goal_mean_delay_at_most_35pct_of_fifo": ratio <= 0.35,
             "no_job_left_unstarted": ours["never_started"] == 0,
-            "max_wait_any_queue_vs_fifo": round(float(ours["max_wait_any_queue_s"]) / max(float(fifo["max_wait_any_queue_s"]), 1e-9), 3),  # type: ignore[arg-type]
+            "max_wait_any_queue_vs_fifo": round(
+                float(ours["max_wait_any_queue_s"]) / max(float(fifo["max_wait_any_queue_s"]), 1e-9), 3
+            ),  # type: ignore[arg-type]
         }
         d = out["default_vs_fifo"]
         assert isinstance(d, dict)
         d["goal_max_and_p99_wait_at_most_fifo"] = (
             float(ours["max_wait_any_queue_s"]) <= float(fifo["max_wait_any_queue_s"])  # type: ignore[arg-type]
-            and float(ours["p99_queueing_delay_s"]) <= float(fifo["p99_queueing_delay_s"]))  # type: ignore[arg-type]
+            and float(ours["p99_queueing_delay_s"]) <= float(fifo["p99_queueing_delay_s"])
+        )  # type: ignore[arg-type]
     if "fifo" in results:
         fifo = results["fifo"]
         out["vs_fifo"] = {name: ratios(res, fifo) for name, res in results.items() if name != "fifo"}

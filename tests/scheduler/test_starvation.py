@@ -18,7 +18,9 @@ STARVE = 1000.0
 
 def on(w: Workload, node_name: str, devices: tuple[int, ...]) -> Placement:
     r = w.pod_sets[0].request
-    return Placement(w.job_id, (TaskAssignment("worker", 0, 0, node_name, r.cpu_milli, r.memory_mib, devices, 1000),))
+    return Placement(
+        w.job_id, (TaskAssignment("worker", 0, 0, node_name, r.cpu_milli, r.memory_mib, devices, 1000),)
+    )
 
 
 def sched(**options: object) -> PolicyScheduler:
@@ -74,7 +76,9 @@ def test_a_training_queue_keeps_its_runs_against_equal_priority_however_long_the
     x = workload("x", req=request(8), priority=5, created_at=0)
     assert run(sched(), nodes, queues, holding, [x], now=10 * STARVE).preemptions == []
     urgent = workload("urgent", req=request(8), priority=9, created_at=0)
-    assert [p.job_id for p in run(sched(), nodes, queues, holding, [urgent], now=10).preemptions] == ["younger"]
+    assert [p.job_id for p in run(sched(), nodes, queues, holding, [urgent], now=10).preemptions] == [
+        "younger"
+    ]
 
 
 def test_aging_never_preempts_older_work() -> None:
@@ -88,13 +92,24 @@ def test_aging_never_preempts_older_work() -> None:
 
 def test_work_started_after_starving_is_not_reclaimed_by_equal_priority() -> None:
     nodes = [node("a"), node("b")]
-    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 8}, cohort="c")}
+    queues = {
+        "lender": queue("lender", {"*": 8}, cohort="c"),
+        "borrower": queue("borrower", {"*": 8}, cohort="c"),
+    }
     b1 = workload("b1", req=request(8), queue="borrower", created_at=0)
     b2 = workload("b2", req=request(8), queue="borrower", created_at=0)
-    holding = [running(b1, on(b1, "a", tuple(range(8))), started_at=0),
-               running(b2, on(b2, "b", tuple(range(8))), started_at=2 * STARVE)]  # b2 had starved
-    r = run(sched(), nodes, queues, holding, [workload("x", req=request(8), queue="lender", created_at=2 * STARVE)],
-            now=2 * STARVE + 10)
+    holding = [
+        running(b1, on(b1, "a", tuple(range(8))), started_at=0),
+        running(b2, on(b2, "b", tuple(range(8))), started_at=2 * STARVE),
+    ]  # b2 had starved
+    r = run(
+        sched(),
+        nodes,
+        queues,
+        holding,
+        [workload("x", req=request(8), queue="lender", created_at=2 * STARVE)],
+        now=2 * STARVE + 10,
+    )
     assert [p.job_id for p in r.preemptions] == ["b1"]  # the younger start would go first otherwise
 
 
@@ -126,7 +141,9 @@ def test_reservation_is_the_exact_earliest_start_however_many_jobs_end_first() -
     placer = Placer(pool, Eligibility(pool.nodes), TinyScorer(), ScoreContext(), PlacementOptions())
     head = workload("head", req=request(8))
     before = [pool.whole_free(i) for i in range(8)]
-    res = reserve(placer, head, None, [(r.workload.estimated_duration_s or 0.0, r.placement) for r in holding])
+    res = reserve(
+        placer, head, None, [(r.workload.estimated_duration_s or 0.0, r.placement) for r in holding]
+    )
     assert res is not None and res.start == 57 and res.nodes == frozenset({0})
     assert [pool.whole_free(i) for i in range(8)] == before  # the pool is left as it was
     held_forever = [(float("inf"), r.placement) for r in holding]
@@ -137,14 +154,19 @@ def test_no_reclaim_when_the_borrowed_room_comes_back_within_the_grace() -> None
     # 'lender' is within its nominal quota but the cohort is lent out to 'borrower'. A borrower run
     # that ends within the grace frees the room by itself: no preemption. Ending later: reclaim.
     nodes = [node("a"), node("b")]
-    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 8}, cohort="c")}
+    queues = {
+        "lender": queue("lender", {"*": 8}, cohort="c"),
+        "borrower": queue("borrower", {"*": 8}, cohort="c"),
+    }
     x = workload("x", req=request(8), queue="lender", created_at=100)
 
     def holding(est_short: float) -> list[RunningWorkload]:
         b1 = workload("b1", req=request(8), queue="borrower", est=10_000)
         b2 = workload("b2", req=request(8), queue="borrower", est=est_short)
-        return [running(b1, on(b1, "a", tuple(range(8))), started_at=0),
-                running(b2, on(b2, "b", tuple(range(8))), started_at=0)]
+        return [
+            running(b1, on(b1, "a", tuple(range(8))), started_at=0),
+            running(b2, on(b2, "b", tuple(range(8))), started_at=0),
+        ]
 
     soon = run(sched(preempt_grace_s=600), nodes, queues, holding(400), [x], now=100)
     assert soon.preemptions == [] and "no preemption" in soon.pending_reasons["x"]
@@ -158,11 +180,16 @@ def test_a_requeued_victim_ages_from_its_preemption_not_its_submission() -> None
     # 'old' was submitted long ago and ran; preempted for a reclaim, it is requeued. It must not be
     # "starving" at once (it would preempt younger work in turn): its clock starts at the preemption.
     nodes = [node("a")]
-    queues = {"lender": queue("lender", {"*": 8}, cohort="c"), "borrower": queue("borrower", {"*": 1}, cohort="c")}
+    queues = {
+        "lender": queue("lender", {"*": 8}, cohort="c"),
+        "borrower": queue("borrower", {"*": 1}, cohort="c"),
+    }
     old = workload("old", req=request(8), queue="borrower", created_at=0, est=100 * STARVE)
     x = workload("x", req=request(8), queue="lender", created_at=5 * STARVE, est=10 * STARVE)
     s = sched(preempt_grace_s=0)
-    r = run(s, nodes, queues, [running(old, on(old, "a", tuple(range(8))), started_at=10)], [x], now=5 * STARVE)
+    r = run(
+        s, nodes, queues, [running(old, on(old, "a", tuple(range(8))), started_at=10)], [x], now=5 * STARVE
+    )
     assert [p.job_id for p in r.preemptions] == ["old"]
     r = run(s, nodes, queues, [], [old, x], now=5 * STARVE + 60)
     assert [p.job_id for p in r.placements] == ["x"]  # nominated; 'old' is not starving
@@ -187,3 +214,36 @@ def test_equal_priority_goes_smallest_gpu_seconds_first_within_a_queue() -> None
     assert r.pending_reasons["unknown"].startswith("would delay big")
     r = run(sched(size_order=False), nodes, queues, [], [big, small, unknown], now=10)
     assert [p.job_id for p in r.placements] == ["big"]
+
+
+def test_the_oldest_starving_job_goes_first_and_the_others_smallest_first() -> None:
+    # Room for two. Oldest-first aging would run 'oldest' and 'mid' (a FIFO once many starve);
+    # the oldest keeps the head of the line, the next place goes to the smallest starving job.
+    nodes = [node("a", gpus=2)]
+    queues = {"q": queue("q")}
+    oldest = workload("oldest", created_at=0, est=5000)
+    mid = workload("mid", created_at=1, est=4000)
+    young = workload("young", created_at=2, est=10)
+    r = run(sched(), nodes, queues, [], [young, mid, oldest], now=2 * STARVE)
+    assert sorted(p.job_id for p in r.placements) == ["oldest", "young"]
+    r = run(sched(starving_order="age"), nodes, queues, [], [young, mid, oldest], now=2 * STARVE)
+    assert sorted(p.job_id for p in r.placements) == ["mid", "oldest"]
+
+
+def test_a_reservation_waiting_on_quota_is_held_whole() -> None:
+    # The cohort (16) has 3 to lend and 'big' needs 4: it waits on quota, not on room. Its node is
+    # held whole: a long 1-GPU job (within its own quota) on the spare of that node would take the
+    # quota 'big' waits for, and keep taking it as it frees.
+    nodes = [node("a"), node("b")]
+    queues = {"big": queue("big", {"*": 2}, cohort="c"), "small": queue("small", {"*": 14}, cohort="c")}
+    s1 = workload("s1", req=request(5), queue="small", est=500)
+    s2 = workload("s2", req=request(8), queue="small", est=800)
+    holding = [running(s1, on(s1, "a", tuple(range(5)))), running(s2, on(s2, "b", tuple(range(8))))]
+    big = workload("big", req=request(4), queue="big", created_at=0, est=100)
+    long = workload("long", req=request(1), queue="small", created_at=1, est=10_000)
+    r = run(sched(reservation_spare=True), nodes, queues, holding, [big, long], now=10)
+    assert [p.job_id for p in r.placements] == ["long"]  # not starving yet: no reservation
+    r = run(sched(reservation_spare=True), nodes, queues, holding, [big, long], now=STARVE)
+    assert r.placements == []
+    assert "resources reserved at t=500" in r.pending_reasons["big"]
+    assert r.pending_reasons["long"].startswith("would delay big")

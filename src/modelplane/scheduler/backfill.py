@@ -8,7 +8,15 @@ the head would fit, and the nodes it would then use. A later workload may start 
 * it does not touch the reserved nodes, or
 * it has a runtime estimate and ends before the reservation starts,
 
-so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). One such
+so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). With the
+policy's ``reservation_spare`` (off by default, see ``PolicyOptions``), a reservation holds only
+what its workload will use: a reserved node's *spare* (the whole devices, CPU and memory it has left
+at the reservation's start once the workload is on it, by the running workloads' estimates) may be
+used by a workload that runs past the start, as EASY counts processors rather than nodes
+(``Reservations.hold``); held whole, a node reserved for a 1-GPU job keeps up to 7 GPUs idle from
+work that would never delay it. A reservation for a workload that waits on its
+cohort's quota rather than on room is the exception (``spare`` empty, held whole): what would be
+spare there is the quota it waits for, and lent out it is never free when the start comes. One such
 reservation is made per round, as in EASY; the head is placed as soon as its resources are free.
 Workloads past the policy's starvation threshold each get a reservation of their own as well, on
 nodes no other reservation holds (conservative backfill for them), so that a large job passed
@@ -18,12 +26,13 @@ over again and again gets a guaranteed start time.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from modelplane.core.placement import Placement
+from modelplane.core.placement import Placement, TaskAssignment
 from modelplane.core.workload import Workload
 from modelplane.scheduler.placement import Placer, whole_demand
+from modelplane.scheduler.pool import WHOLE, Pool
 
 MAX_TRIES = 24  # full placement attempts while searching the reservation time
 
@@ -34,14 +43,22 @@ class Reservation:
     name: str
     start: float  # math.inf when the head waits on workloads without a runtime estimate
     nodes: frozenset[int]
+    # Per reserved node: (whole devices, CPU milli, memory MiB) left at ``start`` once the reserved
+    # workload is on it; what a workload running past ``start`` may still use there.
+    spare: Mapping[int, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def estimated_end(started_at: float, estimated_duration_s: float | None) -> float:
     return started_at + estimated_duration_s if estimated_duration_s is not None else math.inf
 
 
-def reserve(placer: Placer, head: Workload, models: Collection[str] | None,
-            holding: Sequence[tuple[float, Placement]], exclude: Collection[int] | None = None) -> Reservation | None:
+def reserve(
+    placer: Placer,
+    head: Workload,
+    models: Collection[str] | None,
+    holding: Sequence[tuple[float, Placement]],
+    exclude: Collection[int] | None = None,
+) -> Reservation | None:
     """The head's reservation, or None when it would not fit even on an empty pool.
 
     ``holding`` lists (estimated end, placement) of everything holding resources; ``exclude`` the
@@ -104,9 +121,15 @@ def reserve(placer: Placer, head: Workload, models: Collection[str] | None,
             else:
                 lo = mid + 1
         move_to(hi)
-        nodes = attempt()
-        assert nodes is not None
-        return Reservation(head.job_id, head.name, groups[hi - 1][0], nodes)
+        final = placer.place(head, models, exclude=exclude)
+        assert final is not None
+        nodes = frozenset(pool.index[a.node] for a in final.assignments)
+        spare = {
+            i: (pool.free[i].whole_free_devices, pool.free[i].cpu_milli, pool.free[i].memory_mib)
+            for i in nodes
+        }
+        pool.give_back_placement(final)
+        return Reservation(head.job_id, head.name, groups[hi - 1][0], nodes, spare)
     finally:
         move_to(0)
 
@@ -121,6 +144,7 @@ class Reservations:
     def __init__(self) -> None:
         self.items: list[Reservation] = []
         self.nodes: frozenset[int] = frozenset()
+        self.spare: dict[int, list[int]] = {}  # node -> [whole devices, CPU, memory] still spare at start
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -129,7 +153,57 @@ class Reservations:
         if r is not None:
             self.items.append(r)
             self.nodes = self.nodes | r.nodes
+            for i in r.nodes:
+                self.spare[i] = list(r.spare.get(i, (0, 0, 0)))
         return r
+
+    def hold(self, pool: Pool) -> list[TaskAssignment]:
+        """Take from ``pool`` what a workload running past the reservations must leave alone.
+
+        On each reserved node that is everything free now beyond its spare: the whole devices over
+        the spare count, every partly used device (it may be whole by the start), and the CPU and
+        memory over the spare. Undo with ``release``; a workload placed meanwhile can delay no
+        reservation, and ``consume`` then charges it to the spare.
+        """
+        held: list[TaskAssignment] = []
+        for i, (devices, cpu, memory) in self.spare.items():
+            free = pool.free[i]
+            name = pool.nodes[i].name
+            whole = [d for d, v in enumerate(free.device_free) if v == WHOLE]
+            extra = max(0, len(whole) - max(devices, 0))
+            parts = [(d, v) for d, v in enumerate(free.device_free) if 0 < v < WHOLE]
+            a = TaskAssignment(
+                "reserved",
+                0,
+                0,
+                name,
+                max(0, free.cpu_milli - max(cpu, 0)),
+                max(0, free.memory_mib - max(memory, 0)),
+                tuple(whole[len(whole) - extra :]),
+                WHOLE,
+            )
+            pool.take(a)
+            held.append(a)
+            for d, v in parts:
+                b = TaskAssignment("reserved", 0, 0, name, 0, 0, (d,), v)
+                pool.take(b)
+                held.append(b)
+        return held
+
+    @staticmethod
+    def release(pool: Pool, held: Sequence[TaskAssignment]) -> None:
+        for a in reversed(held):
+            pool.give_back(a)
+
+    def consume(self, placement: Placement, pool: Pool) -> None:
+        """Charge a workload that runs past the reservations to the spare of the reserved nodes it uses."""
+        for a in placement.assignments:
+            i = pool.index.get(a.node)
+            if i is not None and i in self.spare:
+                s = self.spare[i]
+                s[0] -= len(a.devices)
+                s[1] -= a.cpu_milli
+                s[2] -= a.memory_mib
 
     @property
     def first(self) -> Reservation:

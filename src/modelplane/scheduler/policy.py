@@ -8,18 +8,26 @@ One round, over a snapshot (``SchedulingInput``), never touching the clock or th
    then submission time. ``fifo``: by submission time only. ``sjf``: shortest runtime estimate
    first (unknown estimates last), for SJF/SRTF-style baselines. On top of that, in this order:
    workloads that preempted last round (their victims' room is theirs), then *starving*
-   workloads (pending ``starvation_s`` or more since submission; oldest first), then the rest,
-   where, for ``fair`` and ``priority``, workloads their queue can admit within its nominal
-   quota go before those that would have to borrow (Kueue's rule; it also keeps a reclaim from
-   being undone by the next borrower).
+   workloads (pending ``starvation_s`` or more since submission; the oldest, then the others
+   smallest GPU-seconds first: ``starving_order``), then the rest, where, for ``fair`` and
+   ``priority``, workloads their queue can admit within its nominal quota go before those that
+   would have to borrow (Kueue's rule; it also keeps a reclaim from being undone by the next
+   borrower). The borrowers then go smallest GPU-seconds first whatever their queue
+   (``borrow_order``): fair share decides who gets the nominal quota, which each queue is
+   guaranteed and may reclaim; quota lent is idle capacity on loan, taken back at will, and handing
+   it to the shortest work first is what lowers the mean wait most (SJF). Ordered by fair share, it
+   went to the queues of few, huge jobs (low share) while a queue of thousands of 1-GPU jobs, above
+   its nominal quota during a burst, waited behind them (philly-2017, day 35: 87% of all waiting).
 2. **Admission.** The workload's queue must have quota for its whole accelerator demand on some
    model (``quota.py``: nominal quota, cohort borrowing within limits); placement then only uses
    the admitted models. Quota refusals never block the workloads behind.
 3. **Placement** (``placement.py``): filters, then scores; gangs all-or-nothing, topology-aware.
 4. **Backfill** (``backfill.py``): the first workload that finds no room gets an EASY reservation;
-   the others start only where they cannot delay it. Every starving workload gets a reservation
-   too (even while its queue waits on the cohort for quota), so a large job is no longer passed
-   over forever by smaller ones: it has a guaranteed start time. Without backfill,
+   the others start only where they cannot delay it (with ``reservation_spare``, work running
+   past the start may also use what a reserved node has spare then). Every starving workload
+   gets a reservation too (even while its queue waits on the cohort for quota; the oldest first),
+   so a large job is no longer passed over forever by smaller ones: it has a guaranteed start
+   time. Without backfill,
    ``strict_fifo`` makes a blocked head stop every workload behind it (classic FIFO); otherwise
    they are tried greedily.
 5. **Preemption** (``preemption.py``): blocked workloads (by room, or by reclaimable quota) may
@@ -31,7 +39,8 @@ One round, over a snapshot (``SchedulingInput``), never touching the clock or th
 
 6. **Why pending** (``explain.py``): every workload not placed gets a one-line reason.
 
-Aging, in short: the effective order is (nominated, starving by age, the policy's order); the
+Aging, in short: the effective order is (nominated, the oldest starving, the other starving by
+size, the policy's order); the
 starvation threshold bounds how long the priority, size and fair-share order may pass a workload
 over. A workload's wait is counted from its submission, or from its last preemption by this
 scheduler (a requeued run already had service; counted from submission it "starved" the moment it
@@ -52,7 +61,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modelplane.core.node import Node
 from modelplane.core.placement import Placement
@@ -69,6 +78,8 @@ from modelplane.scheduler.scoring import NodeScorer, ScoreContext
 
 MAX_RESERVE_TRIES = 4
 ORDERS = ("fair", "priority", "fifo", "sjf")
+BORROW_ORDERS = ("size", "fair")
+STARVING_ORDERS = ("size", "age")
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,10 @@ class PolicyOptions:
     # estimates, unknown ones go last), else submission order. Aging (``starvation_s``) bounds how
     # long a large job is passed over.
     size_order: bool = True
+    # Order in which idle (lent) quota of the cohort is handed out to workloads that must borrow:
+    # ``size`` (default): smallest GPU-seconds first across all queues (priority first); ``fair``:
+    # the fair-share order, as for nominal quota. See ``PolicyScheduler._nominal_first``.
+    borrow_order: str = "size"
     preemption: bool = True
     max_preemptors: int = 8  # blocked workloads that may preempt per round (bounds the work)
     # A blocked workload preempts (or reclaims) only if the room and quota it needs would not come
@@ -93,7 +108,21 @@ class PolicyOptions:
     # other (oldest first) and gets the round's EASY reservation, even while its queue waits on the
     # cohort to have quota to lend; None turns it off. Only with ``backfill``.
     starvation_s: float | None = 10 * 3600.0
+    # True: a reservation holds only the devices, CPU and memory its workload will take at its
+    # start; the rest of a reserved node may go to work that runs past the start (``backfill.py``).
+    # False (default): reserved nodes are held whole (only work ending before the start may use
+    # them). Off by default as measured: on philly-2017 it left the mean where it was (day 35: 0.32
+    # of FIFO's either way) and raised the longest wait past FIFO's (0.94 -> 1.20 of it).
+    reservation_spare: bool = False
     max_starving_reservations: int = 8  # bounds the work per round; the oldest starving workloads first
+    # Order among starving workloads. ``age``: oldest first. ``size`` (default): the oldest first,
+    # then the others smallest GPU-seconds first. In a long overload (philly-2017 from day 35:
+    # a day and a half of submissions beyond capacity) thousands of small jobs pass the threshold
+    # together, and oldest-first turned the policy into FIFO delayed by the threshold, throwing away
+    # the size order exactly where it matters most. The oldest still goes first and the
+    # reservations still go to the oldest, so each starving workload in turn becomes the head of
+    # the line and gets a guaranteed start: the wait stays bounded.
+    starving_order: str = "size"
     # Task sizes FGD-like scorers measure fragmentation against; empty: the tasks pending and
     # running this round. A replay passes the trace's own distribution, as the FGD paper does.
     workload_mix: Sequence[tuple[TaskRequest, float]] = ()
@@ -121,8 +150,9 @@ def workload_mix(workloads: Iterable[Workload]) -> list[tuple[TaskRequest, float
 class PolicyScheduler:
     """The full policy; ``registry.create_scheduler`` builds it under several names and options."""
 
-    def __init__(self, name: str = "default", options: PolicyOptions | None = None,
-                 scorer: NodeScorer | None = None) -> None:
+    def __init__(
+        self, name: str = "default", options: PolicyOptions | None = None, scorer: NodeScorer | None = None
+    ) -> None:
         self.name = name
         self.options = options or PolicyOptions()
         self.scorer = scorer
@@ -139,6 +169,14 @@ class PolicyScheduler:
         self._requeued_at: dict[str, float] = {}
         if self.options.order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.options.order!r}")
+        if self.options.borrow_order not in BORROW_ORDERS:
+            raise ValueError(
+                f"borrow_order must be one of {', '.join(BORROW_ORDERS)}, got {self.options.borrow_order!r}"
+            )
+        if self.options.starving_order not in STARVING_ORDERS:
+            raise ValueError(
+                f"starving_order must be one of {', '.join(STARVING_ORDERS)}, got {self.options.starving_order!r}"
+            )
 
     # -- ordering ----------------------------------------------------------------------------------
 
@@ -147,8 +185,14 @@ class PolicyScheduler:
             yield from sorted(pending, key=lambda w: (w.created_at, w.job_id))
             return
         if self.options.order == "sjf":
-            yield from sorted(pending, key=lambda w: (
-                w.estimated_duration_s if w.estimated_duration_s is not None else math.inf, w.created_at, w.job_id))
+            yield from sorted(
+                pending,
+                key=lambda w: (
+                    w.estimated_duration_s if w.estimated_duration_s is not None else math.inf,
+                    w.created_at,
+                    w.job_id,
+                ),
+            )
             return
         by_priority = sorted(pending, key=self._line_key)
         if self.options.order == "priority":
@@ -178,7 +222,13 @@ class PolicyScheduler:
         """Order of a queue's line: priority, then (``size_order``) GPU-seconds, then submission."""
         return (-w.priority, gpu_seconds(w) if self.options.size_order else 0.0, w.created_at, w.job_id)
 
-    def _nominal_first(self, order: Iterable[Workload], book: QuotaBook, pool_models: Sequence[str]) -> Iterator[Workload]:
+    def _borrow_key(self, w: Workload) -> tuple[int, float, float, str]:
+        """Order of the borrowers: priority, then GPU-seconds whatever the queue, then submission."""
+        return (-w.priority, gpu_seconds(w), w.created_at, w.job_id)
+
+    def _nominal_first(
+        self, order: Iterable[Workload], book: QuotaBook, pool_models: Sequence[str]
+    ) -> Iterator[Workload]:
         """``order``, but workloads that would have to borrow quota go after all that need not.
 
         As in Kueue, admission within nominal quota comes before borrowing. Without it, the room a
@@ -192,11 +242,17 @@ class PolicyScheduler:
         deferred: list[Workload] = []
         for w in order:
             demand = w.total_gpu_milli
-            if demand > 0 and not book.unlimited(w.queue) and self.queue_in_cohort(book, w.queue) \
-                    and not any(book.within_nominal(w.queue, m, demand) for m in wanted_models(w, pool_models)):
+            if (
+                demand > 0
+                and not book.unlimited(w.queue)
+                and self.queue_in_cohort(book, w.queue)
+                and not any(book.within_nominal(w.queue, m, demand) for m in wanted_models(w, pool_models))
+            ):
                 deferred.append(w)
             else:
                 yield w
+        if self.options.borrow_order == "size":
+            deferred.sort(key=self._borrow_key)
         yield from deferred
 
     @staticmethod
@@ -228,7 +284,9 @@ class PolicyScheduler:
             if w.queue in inp.queues:
                 pending.append(w)
             else:
-                result.pending_reasons[w.job_id] = f"queue {w.queue!r} does not exist; create it or change spec.queue"
+                result.pending_reasons[w.job_id] = (
+                    f"queue {w.queue!r} does not exist; create it or change spec.queue"
+                )
 
         def admissible(w: Workload) -> list[str] | None:
             """Models the queue's quota admits for ``w`` (None: any, quota not checked)."""
@@ -242,31 +300,51 @@ class PolicyScheduler:
         ahead_priorities: list[int] = []  # priorities of unplaced workloads earlier in order
 
         last_nominated, self._nominated = self._nominated, set()
-        nominated = sorted((w for w in pending if w.job_id in last_nominated),
-                           key=lambda w: (-w.priority, w.created_at, w.job_id))
+        nominated = sorted(
+            (w for w in pending if w.job_id in last_nominated),
+            key=lambda w: (-w.priority, w.created_at, w.job_id),
+        )
         live = {w.job_id for w in pending} | {r.workload.job_id for r in inp.running}
         self._requeued_at = {j: t for j, t in self._requeued_at.items() if j in live}
         starving_ids: set[str] = set()
         if opts.backfill and opts.starvation_s is not None:
-            starving_ids = {w.job_id for w in pending
-                            if now - self._waiting_since(w) >= opts.starvation_s and w.job_id not in last_nominated}
-        starving = sorted((w for w in pending if w.job_id in starving_ids),
-                          key=lambda w: (self._waiting_since(w), w.job_id))
+            starving_ids = {
+                w.job_id
+                for w in pending
+                if now - self._waiting_since(w) >= opts.starvation_s and w.job_id not in last_nominated
+            }
+        starving = sorted(
+            (w for w in pending if w.job_id in starving_ids), key=lambda w: (self._waiting_since(w), w.job_id)
+        )
+        reservable: Collection[str] = starving_ids
+        if opts.starving_order == "size" and starving:
+            # The oldest keeps the head of the line (and the first reservation); the others go
+            # smallest first, and the reservations left go to the oldest of them (see PolicyOptions).
+            reservable = {w.job_id for w in starving[: opts.max_starving_reservations]}
+            starving = starving[:1] + sorted(
+                starving[1:], key=lambda w: (-w.priority, gpu_seconds(w), self._waiting_since(w), w.job_id)
+            )
         starving_reserved = 0
         first = last_nominated | starving_ids
         rest = (w for w in self._order(pending, book) if w.job_id not in first)
 
-        def reserve_starving(w: Workload, models: list[str] | None) -> Reservation | None:
+        def reserve_starving(
+            w: Workload, models: list[str] | None, whole: bool = False
+        ) -> Reservation | None:
             nonlocal starving_reserved
-            if w.job_id not in starving_ids or starving_reserved >= opts.max_starving_reservations:
+            if w.job_id not in reservable or starving_reserved >= opts.max_starving_reservations:
                 return None
             starving_reserved += 1
-            return reservations.add(reserve(placer, w, models, holding, exclude=reservations.nodes))
+            mine = reserve(placer, w, models, holding, exclude=reservations.nodes)
+            if mine is not None and whole:
+                mine = replace(mine, spare={})
+            return reservations.add(mine)
 
         for w in itertools.chain(nominated, starving, self._nominal_first(rest, book, pool.models)):
             if blocked_by is not None:
                 result.pending_reasons[w.job_id] = (
-                    f"waiting behind {blocked_by.name} ({blocked_by.job_id}): FIFO starts nothing before its head")
+                    f"waiting behind {blocked_by.name} ({blocked_by.job_id}): FIFO starts nothing before its head"
+                )
                 continue
             models, refusal = self._admissible(w, pool, book)
             if models is not None and not models:
@@ -274,19 +352,33 @@ class PolicyScheduler:
                 result.pending_reasons[w.job_id] = refusal.reason
                 if refusal.cohort_full:
                     # Starving, and only the cohort's current use keeps it out: hold nodes for it
-                    # so that the quota frees up with them instead of being taken again.
-                    mine = reserve_starving(w, wanted_models(w, pool.models))
+                    # so that the quota frees up with them instead of being taken again. Held
+                    # whole: what would be spare on them is the very quota it waits for (lent to
+                    # long backfill, it starved past FIFO's worst wait on philly-2017, day 35).
+                    mine = reserve_starving(w, wanted_models(w, pool.models), whole=True)
                     if mine is not None:
                         start = "an unknown time" if math.isinf(mine.start) else f"t={mine.start:.0f}"
                         result.pending_reasons[w.job_id] += (
-                            f"; waiting since t={self._waiting_since(w):.0f}: resources reserved at {start}")
+                            f"; waiting since t={self._waiting_since(w):.0f}: resources reserved at {start}"
+                        )
                 unplaced.append((w, models, refusal))
                 ahead_priorities.append(w.priority)
                 continue
             placement = placer.place(w, models, exclude=reservations.nodes or None)
-            if placement is None and reservations and w.estimated_duration_s is not None \
-                    and now + w.estimated_duration_s <= reservations.start:
-                placement = placer.place(w, models)  # ends before any reservation starts: may use their nodes
+            if placement is None and reservations:
+                if w.estimated_duration_s is not None and now + w.estimated_duration_s <= reservations.start:
+                    placement = placer.place(
+                        w, models
+                    )  # ends before any reservation starts: may use their nodes
+                elif opts.reservation_spare:
+                    # Runs past a reservation's start: only what the reserved nodes have spare then.
+                    held = reservations.hold(pool)
+                    try:
+                        placement = placer.place(w, models)
+                    finally:
+                        reservations.release(pool, held)
+                    if placement is not None:
+                        reservations.consume(placement, pool)
             if placement is not None:
                 result.placements.append(placement)
                 book.charge(w.queue, placement, nodes)
@@ -302,8 +394,10 @@ class PolicyScheduler:
                     pool.give_back_placement(trial)
                     head = reservations.first
                     start = "an unknown time" if math.isinf(head.start) else f"t={head.start:.0f}"
-                    reason = (f"would delay {head.name} ({head.job_id}), reserved to start at {start} "
-                              "(EASY backfill: only jobs that end before it or avoid its nodes may start)")
+                    reason = (
+                        f"would delay {head.name} ({head.job_id}), reserved to start at {start} "
+                        "(EASY backfill: only jobs that end before it or avoid its nodes may start)"
+                    )
             elif opts.backfill and reserve_tries < MAX_RESERVE_TRIES:
                 # A head that would not fit even on an emptied pool gets no reservation; the next
                 # blocked workload is tried instead, a few times per round at most.
@@ -313,8 +407,11 @@ class PolicyScheduler:
                 reason = explainer.capacity(w, models, ahead, opts.placement.topology)
                 mine = reservations.of(w.job_id)
                 if mine is not None:
-                    when = "once running jobs without an estimate end" if math.isinf(mine.start) \
+                    when = (
+                        "once running jobs without an estimate end"
+                        if math.isinf(mine.start)
                         else f"at t={mine.start:.0f}"
+                    )
                     reason += f"; resources reserved {when}"
             result.pending_reasons[w.job_id] = reason
             unplaced.append((w, models, None))
@@ -326,17 +423,23 @@ class PolicyScheduler:
             self._requeued_at.pop(p.job_id, None)
         if opts.preemption:
             reserved_nodes = {r.job_id: [pool.nodes[i].name for i in r.nodes] for r in reservations.items}
-            self._preempt(inp, unplaced, placer, book, nodes, result, admissible, starving_ids, reserved_nodes)
+            self._preempt(
+                inp, unplaced, placer, book, nodes, result, admissible, starving_ids, reserved_nodes
+            )
         return result
 
-    def _admissible(self, w: Workload, pool: Pool, book: QuotaBook) -> tuple[list[str] | None, QuotaVerdict | None]:
+    def _admissible(
+        self, w: Workload, pool: Pool, book: QuotaBook
+    ) -> tuple[list[str] | None, QuotaVerdict | None]:
         demand = w.total_gpu_milli
         if not self.options.quota or demand == 0 or book.unlimited(w.queue):
             return None, None
         wanted: set[str] = set()
         for ps in w.pod_sets:
             if ps.request.wants_gpu:
-                wanted.update(m for m in pool.models if not ps.request.gpu_models or m in ps.request.gpu_models)
+                wanted.update(
+                    m for m in pool.models if not ps.request.gpu_models or m in ps.request.gpu_models
+                )
         if not wanted:
             return None, None  # no node offers an acceptable model: placement explains it
         ok, refused = admissible_models(book, w.queue, sorted(wanted), demand)
@@ -345,9 +448,16 @@ class PolicyScheduler:
         reclaimable = [v for v in refused if v.reclaimable]
         return ok, (reclaimable or refused)[0]
 
-    def _frees_soon(self, w: Workload, inp: SchedulingInput, placer: Placer, book: QuotaBook,
-                    nodes: Mapping[str, Node], admissible: Callable[[Workload], list[str] | None],
-                    taken: Collection[str]) -> bool:
+    def _frees_soon(
+        self,
+        w: Workload,
+        inp: SchedulingInput,
+        placer: Placer,
+        book: QuotaBook,
+        nodes: Mapping[str, Node],
+        admissible: Callable[[Workload], list[str] | None],
+        taken: Collection[str],
+    ) -> bool:
         """Would ``w`` be admitted and fit once the workloads estimated to end within the grace end?
 
         Tried on the round's pool and quota book, with those workloads released, then restored.
@@ -356,8 +466,12 @@ class PolicyScheduler:
         if grace <= 0:
             return False
         horizon = inp.now + grace
-        ending = [r for r in inp.running if r.workload.job_id not in taken
-                  and estimated_end(r.started_at, r.workload.estimated_duration_s) <= horizon]
+        ending = [
+            r
+            for r in inp.running
+            if r.workload.job_id not in taken
+            and estimated_end(r.started_at, r.workload.estimated_duration_s) <= horizon
+        ]
         if not ending:
             return False
         pool = placer.pool
@@ -380,10 +494,18 @@ class PolicyScheduler:
                 if r.workload.queue in book.queues:
                     book.charge(r.workload.queue, r.placement, nodes, +1)
 
-    def _preempt(self, inp: SchedulingInput, unplaced: list[tuple[Workload, list[str] | None, QuotaVerdict | None]],
-                 placer: Placer, book: QuotaBook, nodes: Mapping[str, Node], result: SchedulingResult,
-                 admissible: Callable[[Workload], list[str] | None], starving: Collection[str] = (),
-                 reserved_nodes: Mapping[str, Sequence[str]] | None = None) -> None:
+    def _preempt(
+        self,
+        inp: SchedulingInput,
+        unplaced: list[tuple[Workload, list[str] | None, QuotaVerdict | None]],
+        placer: Placer,
+        book: QuotaBook,
+        nodes: Mapping[str, Node],
+        result: SchedulingResult,
+        admissible: Callable[[Workload], list[str] | None],
+        starving: Collection[str] = (),
+        reserved_nodes: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         taken: set[str] = set()
         tried = 0
         lowest = min((r.workload.priority for r in inp.running), default=None)
@@ -393,10 +515,18 @@ class PolicyScheduler:
         # Reclaims of nominal quota first (whatever their priority: a queue within its quota does not
         # wait behind borrowers trying their luck), then starving workloads (oldest first), then
         # highest priority first; stable, so the scheduling order decides among equals.
-        reclaiming = {u[0].job_id for u in unplaced if reclaim_models(u[0], book, wanted_models(u[0], pool_models))}
-        order = sorted(unplaced, key=lambda u: (
-            u[0].job_id not in reclaiming, u[0].job_id not in starving,
-            self._waiting_since(u[0]) if u[0].job_id in starving else 0.0, -u[0].priority))
+        reclaiming = {
+            u[0].job_id for u in unplaced if reclaim_models(u[0], book, wanted_models(u[0], pool_models))
+        }
+        order = sorted(
+            unplaced,
+            key=lambda u: (
+                u[0].job_id not in reclaiming,
+                u[0].job_id not in starving,
+                self._waiting_since(u[0]) if u[0].job_id in starving else 0.0,
+                -u[0].priority,
+            ),
+        )
         for w, _models, _refusal in order:
             if tried >= self.options.max_preemptors:
                 break
@@ -404,13 +534,22 @@ class PolicyScheduler:
                 continue
             if self._frees_soon(w, inp, placer, book, nodes, admissible, taken):
                 result.pending_reasons[w.job_id] = result.pending_reasons.get(w.job_id, "") + (
-                    f"; no preemption: running jobs free its room within {self.options.preempt_grace_s:.0f} s")
+                    f"; no preemption: running jobs free its room within {self.options.preempt_grace_s:.0f} s"
+                )
                 continue
             tried += 1
-            victims = select_victims(w, inp.running, taken, placer, book, nodes, admissible,
-                                     starved_s=self.options.starvation_s if self.options.backfill else None,
-                                     starving=w.job_id in starving,
-                                     prefer_nodes=(reserved_nodes or {}).get(w.job_id, ()))
+            victims = select_victims(
+                w,
+                inp.running,
+                taken,
+                placer,
+                book,
+                nodes,
+                admissible,
+                starved_s=self.options.starvation_s if self.options.backfill else None,
+                starving=w.job_id in starving,
+                prefer_nodes=(reserved_nodes or {}).get(w.job_id, ()),
+            )
             if not victims:
                 continue
             names = []
@@ -419,15 +558,21 @@ class PolicyScheduler:
                 self._requeued_at[r.workload.job_id] = inp.now
                 names.append(r.workload.name)
                 op = ">" if w.priority > r.workload.priority else "<="
-                result.preemptions.append(Preemption(
-                    r.workload.job_id,
-                    f"preempted for {w.name} ({w.job_id}, priority {w.priority} {op} {r.workload.priority}): {rule}",
-                ))
-            what = "of lower priority" if all(r.workload.priority < w.priority for r, _ in victims) \
-                else "submitted after it (it has waited too long)" if w.job_id in starving \
+                result.preemptions.append(
+                    Preemption(
+                        r.workload.job_id,
+                        f"preempted for {w.name} ({w.job_id}, priority {w.priority} {op} {r.workload.priority}): {rule}",
+                    )
+                )
+            what = (
+                "of lower priority"
+                if all(r.workload.priority < w.priority for r, _ in victims)
+                else "submitted after it (it has waited too long)"
+                if w.job_id in starving
                 else "borrowing its queue's quota"
+            )
             self._nominated.add(w.job_id)
             result.pending_reasons[w.job_id] = (
                 f"preempting {len(victims)} job(s) {what} to make room ({', '.join(names)}); "
-                "starts once they have stopped")
-
+                "starts once they have stopped"
+            )
