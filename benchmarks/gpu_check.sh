@@ -5,7 +5,9 @@
 #   2. benchmarks/gpt_gpu.py: a few hundred steps of a small GPT (GPT-2 small, then a 24-layer
 #      1024-wide one), with the planner's predicted tokens/s, MFU and memory beside the measured ones;
 #   3. the checkpoint tests against the card's own torch (its release may differ from ours).
-# Results land in $OUT (or /tmp/gpu_check): one JSON per run plus its log.
+# Results land in $OUT (or /tmp/gpu_check): one JSON per run plus its log. modelplane.train imports
+# pydantic (the spec types); where the GPU image lacks it, install its wheels first (pydantic,
+# pydantic_core, annotated-types, typing-inspection, as pinned in constraints.txt) and put them on PYTHONPATH.
 #   bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/gpu_check}
