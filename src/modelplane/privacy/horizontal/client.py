@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 from modelplane.privacy.errors import PrivacyError
-from modelplane.privacy.federation import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV
 from modelplane.privacy.horizontal import transport
 from modelplane.privacy.horizontal.data import read_shard
 from modelplane.privacy.horizontal.procs import stop_process
@@ -84,23 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="give up when the SuperLink has been unreachable this long",
     )
-    ap.add_argument(
-        "--tls-ca",
-        type=Path,
-        default=None,
-        help=f"the job's CA, to verify the SuperLink against (default ${TLS_CA_ENV})",
-    )
-    ap.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        help=f"this party's certificate, for its SuperNode's local Runtime API (default ${TLS_CERT_ENV})",
-    )
-    ap.add_argument("--tls-key", type=Path, default=None, help=f"its private key (default ${TLS_KEY_ENV})")
-    ap.add_argument(
-        "--insecure",
-        action="store_true",
-        help="talk to the SuperLink in plaintext: development only, never the default",
+    transport.add_arguments(
+        ap,
+        cert_help="this party's certificate, for its SuperNode's local Runtime API",
+        insecure_help="talk to the SuperLink in plaintext",
     )
     ap.add_argument(
         "--inject-fault",

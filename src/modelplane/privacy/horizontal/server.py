@@ -42,7 +42,6 @@ from typing import Any
 
 from modelplane.core.errors import ModelplaneError
 from modelplane.privacy.errors import PrivacyError
-from modelplane.privacy.federation import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV
 from modelplane.privacy.horizontal import transport
 from modelplane.privacy.horizontal.procs import stop_process
 from modelplane.privacy.horizontal.register import REGISTRY_URL_ENV, register_from_env
@@ -211,20 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--timeout", type=float, default=1800.0, help="give up on the whole run after this many seconds"
     )
-    ap.add_argument(
-        "--tls-ca", type=Path, default=None, help=f"the job's CA certificate (default ${TLS_CA_ENV})"
-    )
-    ap.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        help=f"the SuperLink's certificate, naming the address parties dial (default ${TLS_CERT_ENV})",
-    )
-    ap.add_argument("--tls-key", type=Path, default=None, help=f"its private key (default ${TLS_KEY_ENV})")
-    ap.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve Flower in plaintext: development only, never the default",
+    transport.add_arguments(
+        ap,
+        cert_help="the SuperLink's certificate, naming the address parties dial",
+        insecure_help="serve Flower in plaintext",
     )
     a = ap.parse_args(argv)
     try:

@@ -13,6 +13,7 @@ says what is wrong.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import ssl
 import sys
@@ -37,6 +38,18 @@ class FlowerTls:
 
     def identity(self) -> TlsFiles | None:
         return TlsFiles(self.ca, self.cert, self.key) if self.cert and self.key else None
+
+
+def add_arguments(ap: argparse.ArgumentParser, *, cert_help: str, insecure_help: str) -> None:
+    """The TLS flags every Flower task takes (server and parties alike); ``resolve`` reads them."""
+    ap.add_argument(
+        "--tls-ca", type=Path, default=None, help=f"the job's CA certificate (default ${TLS_CA_ENV})"
+    )
+    ap.add_argument("--tls-cert", type=Path, default=None, help=f"{cert_help} (default ${TLS_CERT_ENV})")
+    ap.add_argument("--tls-key", type=Path, default=None, help=f"its private key (default ${TLS_KEY_ENV})")
+    ap.add_argument(
+        "--insecure", action="store_true", help=f"{insecure_help}: development only, never the default"
+    )
 
 
 def resolve(
