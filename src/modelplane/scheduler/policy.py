@@ -367,9 +367,8 @@ class PolicyScheduler:
             placement = placer.place(w, models, exclude=reservations.nodes or None)
             if placement is None and reservations:
                 if w.estimated_duration_s is not None and now + w.estimated_duration_s <= reservations.start:
-                    placement = placer.place(
-                        w, models
-                    )  # ends before any reservation starts: may use their nodes
+                    # ends before any reservation starts: may use their nodes
+                    placement = placer.place(w, models)
                 elif opts.reservation_spare:
                     # Runs past a reservation's start: only what the reserved nodes have spare then.
                     held = reservations.hold(pool)

@@ -27,23 +27,16 @@ are few or do not decide which multi-GPU pods fail. It is not the default for th
 
 from __future__ import annotations
 
-from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
-from modelplane.scheduler.scores.fgd import FGDScorer
-from modelplane.scheduler.scores.fgd_plus import packing_tie
-from modelplane.scheduler.scoring import ScoreContext, register_scorer
+from modelplane.scheduler.scores.fgd_plus import FGDPlusScorer
+from modelplane.scheduler.scoring import register_scorer
 
 
-class FGDCpuPackScorer:
+class FGDCpuPackScorer(FGDPlusScorer):
     name = "fgd_cpu_pack"
 
-    def score(
-        self, free: NodeFree, request: TaskRequest, ctx: ScoreContext
-    ) -> tuple[float, tuple[int, ...]] | None:
-        scored = FGDScorer().score(free, request, ctx)  # FGD's integer score and its devices
-        if scored is None or request.wants_gpu:
-            return scored
-        return scored[0] + packing_tie(free.gpu_free_milli, request), scored[1]
+    def tie_broken(self, request: TaskRequest) -> bool:
+        return not request.wants_gpu  # GPU tasks keep FGD's own ties (see above)
 
 
 @register_scorer("fgd_cpu_pack")

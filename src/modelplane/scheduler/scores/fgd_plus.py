@@ -37,11 +37,16 @@ def packing_tie(gpu_free_total: int, request: TaskRequest) -> float:
 
 class FGDPlusScorer:
     name = "fgd_plus"
+    _fgd = FGDScorer()  # stateless: FGD's integer score and its devices
+
+    def tie_broken(self, request: TaskRequest) -> bool:
+        """Whether this request's FGD ties are broken towards fuller nodes (every request here)."""
+        return True
 
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
-        scored = FGDScorer().score(free, request, ctx)  # FGD's integer score and its devices
-        if scored is None:
-            return None
+        scored = self._fgd.score(free, request, ctx)
+        if scored is None or not self.tie_broken(request):
+            return scored
         return scored[0] + packing_tie(free.gpu_free_milli, request), scored[1]
 
 
