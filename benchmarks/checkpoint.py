@@ -213,20 +213,17 @@ def main() -> None:
         copy_totals.append(rec4.total_s or 0.0)
         # the default beside a training step: forward/backward overlap the write; the step's
         # pre-hook copies what is not written yet
-        t0 = time.perf_counter()
-        rec2 = overlap_mgr.save(10 * i + 3)
-        train_step(model, opt, a.device)
-        step_overlapped.append(time.perf_counter() - t0)
-        overlap_mgr.wait()
-        overlap_blocking.append(rec2.blocking_s)
-        training_totals.append(rec2.total_s or 0.0)
-        t0 = time.perf_counter()
-        rec5 = copy_mgr.save(10 * i + 3)
-        train_step(model, opt, a.device)
-        step_copy.append(time.perf_counter() - t0)
-        copy_mgr.wait()
-        copy_blocking.append(rec5.blocking_s)
-        copy_training_totals.append(rec5.total_s or 0.0)
+        for mgr, steps, blocks, commits in (
+            (overlap_mgr, step_overlapped, overlap_blocking, training_totals),
+            (copy_mgr, step_copy, copy_blocking, copy_training_totals),
+        ):
+            t0 = time.perf_counter()
+            rec = mgr.save(10 * i + 3)
+            train_step(model, opt, a.device)
+            steps.append(time.perf_counter() - t0)
+            mgr.wait()
+            blocks.append(rec.blocking_s)
+            commits.append(rec.total_s or 0.0)
         log(
             f"round {i}: raw {max(raw_buffered[-1:] + raw_direct[-1:]) / 1e9:.2f} GB/s, torch.save "
             f"{ts_times[-1]:.2f} s, sync {sync_times[-1]:.2f} s, inline blocking {blocking[-1]:.3f} s / commit "
