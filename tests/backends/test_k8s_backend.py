@@ -12,6 +12,8 @@ for a cluster we cannot run; what it answers was written from the API reference,
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,14 +27,25 @@ try:
     import kubernetes_validate
     from kubernetes import client
 except ImportError as exc:  # pragma: no cover - the message is the point
-    pytest.fail(f"{exc}: install the Kubernetes extra (.venv/bin/pip install kubernetes kubernetes-validate, "
-                "or pip install 'modelplane[k8s]')", pytrace=False)
+    pytest.fail(
+        f"{exc}: install the Kubernetes extra (.venv/bin/pip install kubernetes kubernetes-validate, "
+        "or pip install 'modelplane[k8s]')",
+        pytrace=False,
+    )
 
 from modelplane.backends.base import BackendError, TaskLaunch, TaskPhase, TaskStatus, create_backend
 from modelplane.backends.k8s_render import JOB_LABEL, job_label
 from modelplane.backends.kubernetes import KubernetesBackend, load_client
 from modelplane.core.node import NodeState
 from modelplane.core.spec import parse_manifest
+from modelplane.privacy.federation import (
+    FEDERATION_ENDPOINTS_ENV,
+    FEDERATION_ROLE_ENV,
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_KEY_ENV,
+)
+from modelplane.privacy.tls import PemIdentity, TlsFiles, client_context, server_context, write_identity
 
 SCHEMA_VERSION = "1.37.0"
 
@@ -103,8 +116,7 @@ class FakeKubeApiServer:
         meta["resourceVersion"] = str(self._version)
         meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
 
-    def route(self, method: str, parts: list[str], query: dict[str, str],
-              body: Any) -> tuple[int, Any, str]:
+    def route(self, method: str, parts: list[str], query: dict[str, str], body: Any) -> tuple[int, Any, str]:
         js = "application/json"
         if parts[:2] == ["api", "v1"] and parts[2:] == ["nodes"] and method == "GET":
             return 200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": self.nodes}, js
@@ -126,14 +138,22 @@ class FakeKubeApiServer:
             return 201, body, js
         if method == "GET" and not rest:
             selector = dict(p.split("=", 1) for p in query.get("labelSelector", "").split(",") if p)
-            items = [o for (n, _), o in sorted(store.items()) if n == ns and all(
-                (o["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+            items = [
+                o
+                for (n, _), o in sorted(store.items())
+                if n == ns
+                and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+            ]
             list_kind = "PodList" if kind == "pods" else "ServiceList"
             return 200, {"apiVersion": "v1", "kind": list_kind, "metadata": {}, "items": items}, js
         if method == "DELETE" and not rest and kind == "pods":  # deletecollection
             selector = dict(p.split("=", 1) for p in query.get("labelSelector", "").split(",") if p)
-            gone = [key for key, o in store.items() if key[0] == ns and all(
-                (o["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+            gone = [
+                key
+                for key, o in store.items()
+                if key[0] == ns
+                and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+            ]
             items = [store.pop(key) for key in gone]
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}, js
         name = rest[0] if rest else ""
@@ -156,8 +176,9 @@ class FakeKubeApiServer:
 
     # -- the kubelet's side, played by the test --
 
-    def set_phase(self, name: str, phase: str, exit_code: int | None = None, reason: str | None = None,
-                  ns: str = "ml") -> None:
+    def set_phase(
+        self, name: str, phase: str, exit_code: int | None = None, reason: str | None = None, ns: str = "ml"
+    ) -> None:
         with self.lock:
             pod = self.pods[(ns, name)]
             st: dict[str, Any] = {"phase": phase}
@@ -166,8 +187,16 @@ class FakeKubeApiServer:
             if reason:
                 st["reason"] = reason
             if exit_code is not None:
-                st["containerStatuses"] = [{"name": "task", "ready": False, "restartCount": 0, "image": "i",
-                                            "imageID": "", "state": {"terminated": {"exitCode": exit_code}}}]
+                st["containerStatuses"] = [
+                    {
+                        "name": "task",
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "i",
+                        "imageID": "",
+                        "state": {"terminated": {"exitCode": exit_code}},
+                    }
+                ]
             pod["status"] = st
 
     def delete(self, name: str, ns: str = "ml") -> None:
@@ -176,8 +205,15 @@ class FakeKubeApiServer:
 
 
 def status(code: int, reason: str, message: str, st: str = "Failure") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": st, "message": message,
-            "reason": reason, "code": code}
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": st,
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 @pytest.fixture
@@ -198,16 +234,35 @@ def api_client(server: FakeKubeApiServer) -> client.ApiClient:
 
 
 def backend(server: FakeKubeApiServer, tmp_path: Path, **kwargs: Any) -> KubernetesBackend:
-    made = create_backend("kubernetes", state_dir=tmp_path / "state", api_client=api_client(server),
-                          namespace="ml", default_image="registry.local/modelplane:1", **kwargs)
+    made = create_backend(
+        "kubernetes",
+        state_dir=tmp_path / "state",
+        api_client=api_client(server),
+        namespace="ml",
+        default_image="registry.local/modelplane:1",
+        **kwargs,
+    )
     assert isinstance(made, KubernetesBackend)
     return made
 
 
 def tasks(job_id: str = "job-1", world: int = 2) -> list[TaskLaunch]:
-    return [TaskLaunch(job_id=job_id, job_name="ddp-demo", pod_set="worker", index=r, rank=r, world_size=world,
-                       node=f"gpu-{r}", command=["python", "train.py"], devices=(0,), accelerator_model="NVIDIA-A100",
-                       master_port=29500) for r in range(world)]
+    return [
+        TaskLaunch(
+            job_id=job_id,
+            job_name="ddp-demo",
+            pod_set="worker",
+            index=r,
+            rank=r,
+            world_size=world,
+            node=f"gpu-{r}",
+            command=["python", "train.py"],
+            devices=(0,),
+            accelerator_model="NVIDIA-A100",
+            master_port=29500,
+        )
+        for r in range(world)
+    ]
 
 
 def names(statuses: list[TaskStatus]) -> list[str]:
@@ -215,12 +270,22 @@ def names(statuses: list[TaskStatus]) -> list[str]:
 
 
 def test_launch_creates_service_and_pinned_pods(apiserver: FakeKubeApiServer, tmp_path: Path) -> None:
-    manifest = parse_manifest({
-        "apiVersion": "modelplane/v1", "kind": "TrainingJob", "metadata": {"name": "ddp-demo"},
-        "spec": {"queue": "training", "replicas": 2,
-                 "template": {"command": ["python", "train.py"],
-                              "resources": {"cpu": "2", "memory": "4Gi", "accelerators": 1}},
-                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}})
+    manifest = parse_manifest(
+        {
+            "apiVersion": "modelplane/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "ddp-demo"},
+            "spec": {
+                "queue": "training",
+                "replicas": 2,
+                "template": {
+                    "command": ["python", "train.py"],
+                    "resources": {"cpu": "2", "memory": "4Gi", "accelerators": 1},
+                },
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            },
+        }
+    )
     be = backend(apiserver, tmp_path, manifests=lambda job_id: manifest)
     statuses = be.launch(tasks())
     assert [s.phase for s in statuses] == [TaskPhase.STARTING, TaskPhase.STARTING]
@@ -228,7 +293,9 @@ def test_launch_creates_service_and_pinned_pods(apiserver: FakeKubeApiServer, tm
     assert len(apiserver.services) == 1
     pods = [apiserver.pods[("ml", n)] for n in names(statuses)]
     assert [p["spec"]["nodeName"] for p in pods] == ["gpu-0", "gpu-1"]
-    assert pods[0]["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pods[0]["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert pods[1]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pods[1]["metadata"]["labels"][JOB_LABEL] == job_label("job-1")
 
@@ -256,11 +323,18 @@ def test_phases_exit_codes_and_logs(apiserver: FakeKubeApiServer, tmp_path: Path
     assert be.read_logs("job-1", 0, 0)[0] == "step 1\ncafé\n"
 
 
-@pytest.mark.parametrize(("how", "phase"), [
-    ("unknown", TaskPhase.LOST), ("evicted", TaskPhase.LOST), ("deleted", TaskPhase.LOST),
-    ("oom", TaskPhase.FAILED)])
-def test_node_loss_and_eviction_are_lost(apiserver: FakeKubeApiServer, tmp_path: Path, how: str,
-                                         phase: TaskPhase) -> None:
+@pytest.mark.parametrize(
+    ("how", "phase"),
+    [
+        ("unknown", TaskPhase.LOST),
+        ("evicted", TaskPhase.LOST),
+        ("deleted", TaskPhase.LOST),
+        ("oom", TaskPhase.FAILED),
+    ],
+)
+def test_node_loss_and_eviction_are_lost(
+    apiserver: FakeKubeApiServer, tmp_path: Path, how: str, phase: TaskPhase
+) -> None:
     be = backend(apiserver, tmp_path)
     statuses = be.launch(tasks())
     pod1 = names(statuses)[1]
@@ -278,15 +352,28 @@ def test_node_loss_and_eviction_are_lost(apiserver: FakeKubeApiServer, tmp_path:
         assert after[1].exit_code == 137 and "OOMKilled" in after[1].message
 
 
-@pytest.mark.parametrize(("reason", "phase"), [("ImagePullBackOff", TaskPhase.STARTING),
-                                               ("InvalidImageName", TaskPhase.FAILED)])
-def test_waiting_containers(apiserver: FakeKubeApiServer, tmp_path: Path, reason: str, phase: TaskPhase) -> None:
+@pytest.mark.parametrize(
+    ("reason", "phase"), [("ImagePullBackOff", TaskPhase.STARTING), ("InvalidImageName", TaskPhase.FAILED)]
+)
+def test_waiting_containers(
+    apiserver: FakeKubeApiServer, tmp_path: Path, reason: str, phase: TaskPhase
+) -> None:
     be = backend(apiserver, tmp_path)
     statuses = be.launch(tasks(world=1))
     with apiserver.lock:
-        apiserver.pods[("ml", names(statuses)[0])]["status"] = {"phase": "Pending", "containerStatuses": [
-            {"name": "task", "ready": False, "restartCount": 0, "image": "i", "imageID": "",
-             "state": {"waiting": {"reason": reason, "message": "bad image"}}}]}
+        apiserver.pods[("ml", names(statuses)[0])]["status"] = {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "task",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "i",
+                    "imageID": "",
+                    "state": {"waiting": {"reason": reason, "message": "bad image"}},
+                }
+            ],
+        }
     after = be.poll("job-1", statuses)[0]
     assert after.phase is phase and reason in after.message
 
@@ -327,13 +414,22 @@ def test_api_errors_become_backend_errors(apiserver: FakeKubeApiServer, tmp_path
 
 
 def test_import_nodes_through_the_client(apiserver: FakeKubeApiServer, tmp_path: Path) -> None:
-    apiserver.nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-0", "labels": {
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}, "spec": {},
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
-                   "conditions": [{"type": "Ready", "status": "True"}]}}]
+    apiserver.nodes = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "gpu-0", "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+    ]
     imported = backend(apiserver, tmp_path).import_nodes()
     assert [(n.spec.name, n.spec.accelerators.model, n.state) for n in imported] == [
-        ("gpu-0", "NVIDIA-H100-80GB-HBM3", NodeState.READY)]
+        ("gpu-0", "NVIDIA-H100-80GB-HBM3", NodeState.READY)
+    ]
 
 
 def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,3 +437,122 @@ def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(BackendError) as err:
         load_client(str(tmp_path / "no-such-kubeconfig"))
     assert "kubeconfig" in (err.value.hint or "")
+
+
+# -- a federation's names and certificates, as the job controller issues them for Kubernetes --------
+
+
+def _handshake(server: TlsFiles, client_files: TlsFiles, name: str) -> tuple[str, str]:
+    """A real mutual-TLS handshake over a loopback socket, the client verifying the server against
+    ``name`` (the name it would dial; the pod DNS name does not resolve here, so the socket goes to
+    127.0.0.1 while the name check is the one the party makes). Returns (server CN, client CN)."""
+    cn = {}
+
+    def common_name(cert: Any) -> str:
+        return next(v for rdn in cert["subject"] for k, v in rdn if k == "commonName")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            try:
+                with server_context(server).wrap_socket(conn, server_side=True) as tls:
+                    cn["client"] = common_name(tls.getpeercert())
+            except (ssl.SSLError, OSError):
+                conn.close()  # the client refused our certificate: nothing to record
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            with (
+                socket.create_connection(listener.getsockname()[:2], timeout=10) as raw,
+                client_context(client_files).wrap_socket(raw, server_hostname=name) as tls,
+            ):
+                cn["server"] = common_name(tls.getpeercert())
+        finally:
+            thread.join(timeout=10)
+    return cn["server"], cn.get("client", "")
+
+
+def test_federation_certificates_name_the_pod_dns_names_the_parties_dial(
+    apiserver: FakeKubeApiServer, tmp_path: Path
+) -> None:
+    """The whole path: scheduler, job controller (address book and PKI), Kubernetes rendering."""
+    import time
+
+    from cryptography import x509
+
+    from modelplane.control.base import ReconcileLoop
+    from modelplane.control.jobs import JobController
+    from modelplane.control.scheduling import SchedulerController
+    from modelplane.core.job import JobState
+    from modelplane.platform import make_scheduler
+    from modelplane.store import Store
+    from tests.helpers import gpu_node, queue
+
+    store = Store(f"sqlite:///{tmp_path / 'modelplane.db'}")
+    try:
+        for name in ("site-a", "site-b", "site-c"):
+            store.upsert_node(gpu_node(name))
+        store.upsert_queue(queue())
+        loop = ReconcileLoop(
+            [
+                SchedulerController(store, make_scheduler("default"), time.time),
+                JobController(store, backend(apiserver, tmp_path), time.time),
+            ]
+        )
+        role = {
+            "command": ["python", "-m", "modelplane.privacy.vertical.job"],
+            "image": "registry.local/fl:1",
+            "resources": {"cpu": "1", "memory": "1Gi"},
+        }
+        store.create_job(
+            {
+                "apiVersion": "modelplane/v1",
+                "kind": "FederatedJob",
+                "metadata": {"name": "vfl"},
+                "spec": {
+                    "queue": "training",
+                    "server": role,
+                    "parties": [{"name": "guest", "template": role}, {"name": "host", "template": role}],
+                },
+            }
+        )
+        for _ in range(20):
+            loop.run_once()
+            if store.get_job("vfl").state is JobState.RUNNING:
+                break
+        assert store.get_job("vfl").state is JobState.RUNNING
+    finally:
+        store.close()
+    pods = {}
+    for pod in apiserver.pods.values():
+        env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+        dns = f"{pod['spec']['hostname']}.{pod['spec']['subdomain']}"  # the headless Service's record
+        pods[env[FEDERATION_ROLE_ENV]] = (dns, env)
+    assert set(pods) == {"server", "guest", "host"}
+    server_dns, server_env = pods["server"]
+    sans = (
+        x509.load_pem_x509_certificate(server_env[TLS_CERT_ENV].encode())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.DNSName)
+    )
+    for role_name, (dns, env) in pods.items():
+        # What each pod dials: MASTER_ADDR (the server, rank 0) and the address book; all named in the SANs.
+        assert env["MASTER_ADDR"] == server_dns
+        book = json.loads(env[FEDERATION_ENDPOINTS_ENV])
+        assert book["server"] == f"{server_dns}:{env['MASTER_PORT']}"
+        assert {address.rpartition(":")[0] for address in book.values()} == {d for d, _ in pods.values()}
+        assert dns in sans, (role_name, dns, sans)
+    files = {
+        r: write_identity(
+            PemIdentity(env[TLS_CA_ENV], env[TLS_CERT_ENV], env[TLS_KEY_ENV]), tmp_path / "tls" / r, r
+        )
+        for r, (_, env) in pods.items()
+    }
+    guest_dials = pods["guest"][1]["MASTER_ADDR"]
+    assert _handshake(files["server"], files["guest"], guest_dials) == ("server", "guest")
+    host_dials_guest = json.loads(pods["host"][1][FEDERATION_ENDPOINTS_ENV])["guest"].rpartition(":")[0]
+    assert _handshake(files["guest"], files["host"], host_dials_guest) == ("guest", "host")
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):  # the check is live
+        _handshake(files["server"], files["guest"], f"elsewhere.{server_dns}")

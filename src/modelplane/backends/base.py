@@ -6,6 +6,7 @@ uses); each backend implements the ``_`` hooks. Backends are picked by name from
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -13,6 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from modelplane.core.errors import ModelplaneError
+
+# Where a serving task writes the address it listens on, once it does (``{"host": ..., "port": ...}``):
+# set by a backend that reads it back, so that a task told to bind port 0 can say which port it got.
+ADDRESS_FILE_ENV = "MODELPLANE_ADDRESS_FILE"
+LOOPBACK = "127.0.0.1"
 
 
 class BackendError(ModelplaneError):
@@ -61,10 +67,25 @@ class TaskStatus:
     message: str = ""
     handle: str = ""  # backend-specific identity, stored so that a restarted control plane can re-adopt
     address: str = ""  # the host the task is reached at (Ray: its node's IP); empty: the control plane's host
+    port: int | None = None  # the port the task reported it listens on (ADDRESS_FILE_ENV); None: none yet
+
+
+def reported_port(text: str) -> int | None:
+    """The port in what a serving task wrote to its address file; None while it is absent, partial
+    or not a port (the task writes it atomically, but a task of another kind may write anything)."""
+    try:
+        port = json.loads(text).get("port")
+    except (ValueError, AttributeError):
+        return None
+    return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
 
 
 class Backend(ABC):
     name: str = "abstract"
+    # Whether a serving task binds a port of its own (the control plane passes port 0) and reports
+    # it through ADDRESS_FILE_ENV: a port free on the control plane's host says nothing about
+    # another machine, so a backend whose tasks run elsewhere lets them pick.
+    tasks_choose_ports: bool = False
 
     def __init__(self) -> None:
         self.last_launch_seconds: float = 0.0
@@ -78,10 +99,29 @@ class Backend(ABC):
         except ModelplaneError:
             raise
         except Exception as exc:  # translate the backend's own exception into one with a fix
-            raise BackendError(f"{self.name} backend could not launch: {exc}",
-                               hint="see the control plane log for details") from exc
+            raise BackendError(
+                f"{self.name} backend could not launch: {exc}", hint="see the control plane log for details"
+            ) from exc
         finally:
             self.last_launch_seconds = time.perf_counter() - start
+
+    def task_hosts(self, tasks: Sequence[TaskLaunch]) -> dict[int, str]:
+        """Per rank, the host name or IP address the other tasks of its job dial to reach it.
+
+        Asked before launch, so that what the control plane hands out names the addresses really
+        dialled: MASTER_ADDR (rank 0's), a federation's address book, and the subjectAltNames of
+        its certificates (a party verifies the server's certificate against the name it dials).
+        The backend addresses the tasks the same way when it launches them.
+        """
+        try:
+            return self._task_hosts(tasks)
+        except ModelplaneError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{self.name} backend could not say where the tasks will run: {exc}",
+                hint="see the control plane log for details",
+            ) from exc
 
     def stop(self, job_id: str, grace_seconds: float = 10.0) -> None:
         self._stop(job_id, grace_seconds)
@@ -96,6 +136,10 @@ class Backend(ABC):
         return self._read_logs(job_id, rank, offset)
 
     # -- hooks ------------------------------------------------------------------------------------
+
+    def _task_hosts(self, tasks: Sequence[TaskLaunch]) -> dict[int, str]:
+        """Default: every task runs on the control plane's own machine."""
+        return {t.rank: LOOPBACK for t in tasks}
 
     @abstractmethod
     def _launch(self, tasks: Sequence[TaskLaunch]) -> list[TaskStatus]: ...

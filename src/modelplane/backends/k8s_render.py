@@ -82,9 +82,14 @@ def constraints_from_manifest(manifest: Any) -> dict[str, PodSetConstraints]:
     workload = to_workload(manifest, job_id="render", created_at=0.0)
     return {
         ps.name: PodSetConstraints(
-            affinity=ps.affinity, tolerations=ps.tolerations, node_selector=dict(ps.node_selector),
-            cpu_milli=ps.request.cpu_milli, memory_mib=ps.request.memory_mib,
-            gpu_count=ps.request.gpu_count, gpu_milli=ps.request.gpu_milli)
+            affinity=ps.affinity,
+            tolerations=ps.tolerations,
+            node_selector=dict(ps.node_selector),
+            cpu_milli=ps.request.cpu_milli,
+            memory_mib=ps.request.memory_mib,
+            gpu_count=ps.request.gpu_count,
+            gpu_milli=ps.request.gpu_milli,
+        )
         for ps in workload.pod_sets
     }
 
@@ -113,6 +118,13 @@ def service_name(task: TaskLaunch) -> str:
 
 def pod_name(task: TaskLaunch) -> str:
     return f"{service_name(task)}-{task.rank}"
+
+
+def task_host(task: TaskLaunch) -> str:
+    """The DNS name the other pods of the job reach this task at: ``<pod>.<service>``, the record
+    the headless Service publishes for a pod with that hostname and subdomain (resolved through the
+    pod's namespace search path). MASTER_ADDR and a federation's certificates name it."""
+    return f"{pod_name(task)}.{service_name(task)}"
 
 
 def _quantity_cpu(milli: int) -> str:
@@ -152,20 +164,32 @@ def _k8s_json(model: BaseModel) -> Any:
 
 
 def _labels(task: TaskLaunch) -> dict[str, str]:
-    return {**MANAGED_BY, JOB_LABEL: job_label(task.job_id), JOB_NAME_LABEL: _dns_label(task.job_name),
-            RANK_LABEL: str(task.rank), POD_SET_LABEL: _dns_label(task.pod_set)}
+    return {
+        **MANAGED_BY,
+        JOB_LABEL: job_label(task.job_id),
+        JOB_NAME_LABEL: _dns_label(task.job_name),
+        RANK_LABEL: str(task.rank),
+        POD_SET_LABEL: _dns_label(task.pod_set),
+    }
 
 
-def render_pod(task: TaskLaunch, layout: tuple[int, int, int], c: PodSetConstraints, opts: RenderOptions,
-               service: str) -> dict[str, Any]:
+def render_pod(
+    task: TaskLaunch, layout: tuple[int, int, int], c: PodSetConstraints, opts: RenderOptions, service: str
+) -> dict[str, Any]:
     image = task.image or opts.default_image
     if not image:
-        raise InvalidSpec(f"job {task.job_name!r} has no container image for pod set {task.pod_set!r}",
-                          hint="set spec.template.image in the manifest (the Kubernetes backend runs containers)",
-                          field="spec.template.image")
+        raise InvalidSpec(
+            f"job {task.job_name!r} has no container image for pod set {task.pod_set!r}",
+            hint="set spec.template.image in the manifest (the Kubernetes backend runs containers)",
+            field="spec.template.image",
+        )
     name = pod_name(task)
-    container: dict[str, Any] = {"name": CONTAINER, "image": image, "command": list(task.command),
-                                 "env": _environment(task, layout)}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "command": list(task.command),
+        "env": _environment(task, layout),
+    }
     if task.working_dir:
         container["workingDir"] = task.working_dir
     resources = _resources(task, c)
@@ -195,14 +219,24 @@ def render_pod(task: TaskLaunch, layout: tuple[int, int, int], c: PodSetConstrai
     annotations = {JOB_ID_ANNOTATION: task.job_id, "modelplane.io/node": task.node}
     if task.gpu_milli and task.gpu_milli < 1000:
         annotations[GPU_MILLI_ANNOTATION] = str(task.gpu_milli)
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": opts.namespace, "labels": _labels(task),
-                         "annotations": annotations},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": opts.namespace,
+            "labels": _labels(task),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
 
 
-def render_job(tasks: Sequence[TaskLaunch], constraints: Mapping[str, PodSetConstraints] | None = None,
-               options: RenderOptions | None = None) -> RenderedJob:
+def render_job(
+    tasks: Sequence[TaskLaunch],
+    constraints: Mapping[str, PodSetConstraints] | None = None,
+    options: RenderOptions | None = None,
+) -> RenderedJob:
     """The objects of one placed job; all tasks must belong to the same job."""
     if not tasks:
         raise InvalidSpec("nothing to render: the placement has no tasks", hint="place the job first")
@@ -211,24 +245,48 @@ def render_job(tasks: Sequence[TaskLaunch], constraints: Mapping[str, PodSetCons
         raise InvalidSpec("render_job takes the tasks of one job", hint="render each job on its own")
     ordered = sorted(tasks, key=lambda t: t.rank)
     service = service_name(ordered[0])
-    master = f"{pod_name(ordered[0])}.{service}"
+    master = task_host(ordered[0])
     ordered = [replace(t, master_addr=master) for t in ordered]
     layout = _local_layout(ordered)
     constraints = constraints or {}
-    pods = [render_pod(t, layout[(t.job_id, t.rank)], constraints.get(t.pod_set, PodSetConstraints()), opts,
-                       service) for t in ordered]
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": service, "namespace": opts.namespace,
-                        "labels": {**MANAGED_BY, JOB_LABEL: job_label(ordered[0].job_id)},
-                        "annotations": {JOB_ID_ANNOTATION: ordered[0].job_id}},
-           "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                    "selector": {JOB_LABEL: job_label(ordered[0].job_id)},
-                    "ports": [{"name": "rendezvous", "port": ordered[0].master_port,
-                               "targetPort": ordered[0].master_port, "protocol": "TCP"}]}}
+    pods = [
+        render_pod(
+            t, layout[(t.job_id, t.rank)], constraints.get(t.pod_set, PodSetConstraints()), opts, service
+        )
+        for t in ordered
+    ]
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service,
+            "namespace": opts.namespace,
+            "labels": {**MANAGED_BY, JOB_LABEL: job_label(ordered[0].job_id)},
+            "annotations": {JOB_ID_ANNOTATION: ordered[0].job_id},
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_LABEL: job_label(ordered[0].job_id)},
+            "ports": [
+                {
+                    "name": "rendezvous",
+                    "port": ordered[0].master_port,
+                    "targetPort": ordered[0].master_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
     bindings = []
     if opts.pinning == "scheduler":
-        bindings = [{"apiVersion": "v1", "kind": "Binding",
-                     "metadata": {"name": p["metadata"]["name"], "namespace": opts.namespace},
-                     "target": {"apiVersion": "v1", "kind": "Node", "name": t.node}}
-                    for p, t in zip(pods, ordered, strict=True)]
+        bindings = [
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": p["metadata"]["name"], "namespace": opts.namespace},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": t.node},
+            }
+            for p, t in zip(pods, ordered, strict=True)
+        ]
     return RenderedJob(service=svc, pods=pods, bindings=bindings)

@@ -36,6 +36,7 @@ from modelplane.backends.k8s_render import (
     constraints_from_manifest,
     job_selector,
     render_job,
+    task_host,
 )
 from modelplane.backends.local import _complete_utf8_prefix
 from modelplane.core.errors import InvalidSpec, NotFound
@@ -52,7 +53,9 @@ def import_kubernetes() -> Any:
     try:
         import kubernetes
     except ImportError as exc:
-        raise BackendError(f"the kubernetes backend needs the kubernetes package ({exc})", hint=INSTALL_HINT) from exc
+        raise BackendError(
+            f"the kubernetes backend needs the kubernetes package ({exc})", hint=INSTALL_HINT
+        ) from exc
     return kubernetes
 
 
@@ -68,50 +71,89 @@ def load_client(kubeconfig: str | None = None, context: str | None = None) -> An
         config.load_incluster_config()
         return kubernetes.client.ApiClient()
     except (config.ConfigException, OSError) as exc:
-        raise BackendError(f"cannot load Kubernetes credentials ({exc})",
-                           hint="pass --kubeconfig PATH, set KUBECONFIG, or run inside the cluster") from exc
+        raise BackendError(
+            f"cannot load Kubernetes credentials ({exc})",
+            hint="pass --kubeconfig PATH, set KUBECONFIG, or run inside the cluster",
+        ) from exc
 
 
 def _key(job_id: str) -> str:
     if not job_id or job_id in (".", ".."):
-        raise InvalidSpec(f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id",
-                          field="job_id")
+        raise InvalidSpec(
+            f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id", field="job_id"
+        )
     return quote(job_id, safe="-_.")
 
 
-def status_of_pod(job_id: str, rank: int, pod: dict[str, Any] | None, handle: str, stopped: bool) -> TaskStatus:
+def status_of_pod(
+    job_id: str, rank: int, pod: dict[str, Any] | None, handle: str, stopped: bool
+) -> TaskStatus:
     """A pod's status (JSON form, or None when it no longer exists) as a task status."""
     if pod is None:
         if stopped:
-            return TaskStatus(job_id, rank, TaskPhase.FAILED, handle=handle, message="stopped on request: pod deleted")
-        return TaskStatus(job_id, rank, TaskPhase.LOST, handle=handle,
-                          message="pod is gone without an exit code (deleted, evicted, or its node was removed)")
+            return TaskStatus(
+                job_id, rank, TaskPhase.FAILED, handle=handle, message="stopped on request: pod deleted"
+            )
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase.LOST,
+            handle=handle,
+            message="pod is gone without an exit code (deleted, evicted, or its node was removed)",
+        )
     status = pod.get("status") or {}
     phase = status.get("phase", "Pending")
     reason = status.get("reason") or ""
     node = (pod.get("spec") or {}).get("nodeName") or "?"
-    container: dict[str, Any] = next((c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {})
+    container: dict[str, Any] = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
+    )
     state = container.get("state") or {}
     terminated = state.get("terminated") or {}
     if phase == "Succeeded":
-        return TaskStatus(job_id, rank, TaskPhase.SUCCEEDED, exit_code=0, handle=handle, message="exited with code 0")
+        return TaskStatus(
+            job_id, rank, TaskPhase.SUCCEEDED, exit_code=0, handle=handle, message="exited with code 0"
+        )
     if phase == "Unknown" or reason in LOST_REASONS:
-        return TaskStatus(job_id, rank, TaskPhase.LOST, handle=handle,
-                          message=f"pod on node {node} is {reason or phase}: {status.get('message', '')}".rstrip(": "))
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase.LOST,
+            handle=handle,
+            message=f"pod on node {node} is {reason or phase}: {status.get('message', '')}".rstrip(": "),
+        )
     if phase == "Failed":
         code = terminated.get("exitCode")
         words = f"exited with code {code}" if code is not None else (reason or "failed")
         prefix = "stopped on request: " if stopped else ""
-        return TaskStatus(job_id, rank, TaskPhase.FAILED, exit_code=int(code) if code is not None else 1,
-                          handle=handle, message=prefix + (f"{words} ({reason})" if reason and code is not None else words))
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase.FAILED,
+            exit_code=int(code) if code is not None else 1,
+            handle=handle,
+            message=prefix + (f"{words} ({reason})" if reason and code is not None else words),
+        )
     if phase == "Running":  # the pod IP is where a serving task is reached (its endpoint)
-        return TaskStatus(job_id, rank, TaskPhase.RUNNING, handle=handle, message=f"running on {node}",
-                          address=str(status.get("podIP") or ""))
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase.RUNNING,
+            handle=handle,
+            message=f"running on {node}",
+            address=str(status.get("podIP") or ""),
+        )
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in PERMANENT_WAITING:
-        return TaskStatus(job_id, rank, TaskPhase.FAILED, exit_code=127, handle=handle,
-                          message=f"container cannot start: {waiting['reason']} {waiting.get('message', '')}".rstrip()
-                          + "; fix the job's image or env and submit it again")
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase.FAILED,
+            exit_code=127,
+            handle=handle,
+            message=f"container cannot start: {waiting['reason']} {waiting.get('message', '')}".rstrip()
+            + "; fix the job's image or env and submit it again",
+        )
     why = waiting.get("reason") or reason
     message = f"pending on {node}" + (f": {why} {waiting.get('message', '')}".rstrip() if why else "")
     return TaskStatus(job_id, rank, TaskPhase.STARTING, handle=handle, message=message)
@@ -123,18 +165,30 @@ class KubernetesBackend(Backend):
 
     name = "kubernetes"
 
-    def __init__(self, state_dir: Path | str | None = None, *, kubeconfig: str | None = None,
-                 context: str | None = None, api_client: Any = None, namespace: str | None = None,
-                 pinning: Pinning | None = None, scheduler_name: str = "modelplane",
-                 default_image: str | None = None, manifests: Callable[[str], Any] | None = None,
-                 log_chunk_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        api_client: Any = None,
+        namespace: str | None = None,
+        pinning: Pinning | None = None,
+        scheduler_name: str = "modelplane",
+        default_image: str | None = None,
+        manifests: Callable[[str], Any] | None = None,
+        log_chunk_bytes: int = 1 << 20,
+    ) -> None:
         super().__init__()
         pin = pinning or os.environ.get("MODELPLANE_K8S_PINNING", "nodeName")
         if pin not in ("nodeName", "scheduler"):
             raise InvalidSpec(f"unknown pinning {pin!r}", hint="use nodeName or scheduler", field="pinning")
-        self.options = RenderOptions(namespace=namespace or os.environ.get("MODELPLANE_K8S_NAMESPACE", "default"),
-                                     pinning=cast(Pinning, pin), scheduler_name=scheduler_name,
-                                     default_image=default_image or os.environ.get("MODELPLANE_K8S_IMAGE"))
+        self.options = RenderOptions(
+            namespace=namespace or os.environ.get("MODELPLANE_K8S_NAMESPACE", "default"),
+            pinning=cast(Pinning, pin),
+            scheduler_name=scheduler_name,
+            default_image=default_image or os.environ.get("MODELPLANE_K8S_IMAGE"),
+        )
         self._kubeconfig = kubeconfig or os.environ.get("MODELPLANE_KUBECONFIG")
         self._context = context
         self._api_client = api_client
@@ -171,6 +225,10 @@ class KubernetesBackend(Backend):
         return (self.job_dir(job_id) / "stopped").exists()
 
     # -- launch ------------------------------------------------------------------------------------
+
+    def _task_hosts(self, tasks: Sequence[TaskLaunch]) -> dict[int, str]:
+        """Each pod's DNS name under the job's headless Service (``k8s_render.task_host``)."""
+        return {t.rank: task_host(t) for t in tasks}
 
     def _launch(self, tasks: Sequence[TaskLaunch]) -> list[TaskStatus]:
         by_job: dict[str, list[TaskLaunch]] = defaultdict(list)
@@ -259,9 +317,12 @@ class KubernetesBackend(Backend):
         for rank, pod in pods.items():
             self._keep_log(job_id, rank, pod["metadata"]["name"])
         # Answers are not read back (_preload_content=False): nothing in them is needed.
-        core.delete_collection_namespaced_pod(ns, label_selector=job_selector(job_id),
-                                              grace_period_seconds=max(int(grace_seconds), 0),
-                                              _preload_content=False)
+        core.delete_collection_namespaced_pod(
+            ns,
+            label_selector=job_selector(job_id),
+            grace_period_seconds=max(int(grace_seconds), 0),
+            _preload_content=False,
+        )
         services = core.list_namespaced_service(ns, label_selector=job_selector(job_id)).items
         for svc in services:
             with contextlib.suppress(api_exc):
@@ -279,24 +340,28 @@ class KubernetesBackend(Backend):
 
     def _read_logs(self, job_id: str, rank: int, offset: int) -> tuple[str, int]:
         if offset < 0:
-            raise InvalidSpec(f"log offset must be 0 or more, got {offset}", hint="start from offset 0",
-                              field="offset")
+            raise InvalidSpec(
+                f"log offset must be 0 or more, got {offset}", hint="start from offset 0", field="offset"
+            )
         kept = self.job_dir(job_id) / f"{rank}.log"
         if kept.exists():
             data = kept.read_bytes()
         else:
             pod = self._pods(job_id).get(rank)
             if pod is None:
-                raise NotFound(f"no log for rank {rank} of job {job_id!r}",
-                               hint="the pod does not exist (not launched yet, or deleted)")
+                raise NotFound(
+                    f"no log for rank {rank} of job {job_id!r}",
+                    hint="the pod does not exist (not launched yet, or deleted)",
+                )
             # The API has no byte offset: read the whole log and cut it here.
-            text = self.core().read_namespaced_pod_log(pod["metadata"]["name"], self.options.namespace,
-                                                       container=CONTAINER)
+            text = self.core().read_namespaced_pod_log(
+                pod["metadata"]["name"], self.options.namespace, container=CONTAINER
+            )
             data = str(text).encode("utf-8")
         offset = min(offset, len(data))
-        chunk = data[offset:offset + max(self.log_chunk_bytes, 1)]
+        chunk = data[offset : offset + max(self.log_chunk_bytes, 1)]
         keep = _complete_utf8_prefix(chunk)
         if keep == 0 and chunk:
-            chunk = data[offset:offset + max(self.log_chunk_bytes, 1) + 3]
+            chunk = data[offset : offset + max(self.log_chunk_bytes, 1) + 3]
             keep = _complete_utf8_prefix(chunk)
         return chunk[:keep].decode("utf-8", errors="replace"), offset + keep

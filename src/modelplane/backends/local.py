@@ -12,6 +12,7 @@ crash -- no longer the parent of anything -- can still learn how its tasks ended
 - ``<rank>.json``  the task record: wrapper pid, its start time, command, node
 - ``<rank>.exit``  written by the wrapper when the command ends: ``{"returncode": ...}``
 - ``<rank>.stop``  written by ``stop`` so that a killed task reads as stopped, not lost
+- ``<rank>.addr``  written by a serving task once it listens (``ADDRESS_FILE_ENV``): its port
 
 The handle returned at launch is ``local:<pid>:<start ticks>``; the start time (field 22 of
 ``/proc/<pid>/stat``) tells a live task from an unrelated process that later got the same pid.
@@ -42,6 +43,7 @@ from typing import Any
 from urllib.parse import quote
 
 from modelplane.backends.base import (
+    ADDRESS_FILE_ENV,
     FINISHED_PHASES,
     Backend,
     BackendError,
@@ -49,6 +51,7 @@ from modelplane.backends.base import (
     TaskPhase,
     TaskStatus,
     register_backend,
+    reported_port,
 )
 from modelplane.core.accelerators import families, family_of_model
 from modelplane.core.errors import InvalidSpec, NotFound
@@ -178,8 +181,9 @@ def _complete_utf8_prefix(data: bytes) -> int:
 
 def _job_dir_name(job_id: str) -> str:
     if not job_id or job_id in (".", ".."):
-        raise InvalidSpec(f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id",
-                          field="job_id")
+        raise InvalidSpec(
+            f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id", field="job_id"
+        )
     return quote(job_id, safe="-_.")
 
 
@@ -222,8 +226,9 @@ def _local_layout(tasks: Sequence[TaskLaunch]) -> dict[tuple[str, int], tuple[in
     return layout
 
 
-def task_environment(task: TaskLaunch, local_rank: int, local_world_size: int, node_rank: int,
-                     base: dict[str, str]) -> dict[str, str]:
+def task_environment(
+    task: TaskLaunch, local_rank: int, local_world_size: int, node_rank: int, base: dict[str, str]
+) -> dict[str, str]:
     """The environment a distributed task expects, on top of ``base`` and under the user's env.
 
     The control plane's own MODELPLANE_* settings (database URL, tokens) are not passed on. Every
@@ -235,22 +240,24 @@ def task_environment(task: TaskLaunch, local_rank: int, local_world_size: int, n
         env.update(fam.visibility([]))
     if task.devices or task.accelerator_model:
         env.update(family_of_model(task.accelerator_model or "").visibility(list(task.devices)))
-    env.update({
-        "RANK": str(task.rank),
-        "WORLD_SIZE": str(task.world_size),
-        "LOCAL_RANK": str(local_rank),
-        "LOCAL_WORLD_SIZE": str(local_world_size),
-        "NODE_RANK": str(node_rank),
-        "GROUP_RANK": str(node_rank),
-        "MASTER_ADDR": task.master_addr,
-        "MASTER_PORT": str(task.master_port),
-        "MODELPLANE_JOB_ID": task.job_id,
-        "MODELPLANE_JOB_NAME": task.job_name,
-        "MODELPLANE_POD_SET": task.pod_set,
-        "MODELPLANE_TASK_INDEX": str(task.index),
-        "MODELPLANE_NODE": task.node,
-        "PYTHONUNBUFFERED": "1",  # so that `logs -f` shows a Python task's output as it happens
-    })
+    env.update(
+        {
+            "RANK": str(task.rank),
+            "WORLD_SIZE": str(task.world_size),
+            "LOCAL_RANK": str(local_rank),
+            "LOCAL_WORLD_SIZE": str(local_world_size),
+            "NODE_RANK": str(node_rank),
+            "GROUP_RANK": str(node_rank),
+            "MASTER_ADDR": task.master_addr,
+            "MASTER_PORT": str(task.master_port),
+            "MODELPLANE_JOB_ID": task.job_id,
+            "MODELPLANE_JOB_NAME": task.job_name,
+            "MODELPLANE_POD_SET": task.pod_set,
+            "MODELPLANE_TASK_INDEX": str(task.index),
+            "MODELPLANE_NODE": task.node,
+            "PYTHONUNBUFFERED": "1",  # so that `logs -f` shows a Python task's output as it happens
+        }
+    )
     if task.gpu_milli:
         env["MODELPLANE_GPU_MILLI"] = str(task.gpu_milli)
     env.update(task.env)
@@ -283,9 +290,19 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, state_dir: Path | str, *, log_chunk_bytes: int = 1 << 20,
-                 python: str | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        log_chunk_bytes: int = 1 << 20,
+        python: str | None = None,
+        tasks_choose_ports: bool = False,
+    ) -> None:
+        """``tasks_choose_ports``: serving tasks bind port 0 and report the port they got, as on a
+        remote backend, instead of the port the control plane picked (which another process may
+        take between the pick and the bind); a custom server must then write ``ADDRESS_FILE_ENV``."""
         super().__init__()
+        self.tasks_choose_ports = tasks_choose_ports
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.log_chunk_bytes = log_chunk_bytes
         self.python = python or sys.executable
@@ -293,8 +310,10 @@ class LocalBackend(Backend):
         try:
             (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendError(f"local backend cannot use state directory {self.state_dir}: {exc.strerror}",
-                               hint="point MODELPLANE_STATE_DIR at a writable directory") from exc
+            raise BackendError(
+                f"local backend cannot use state directory {self.state_dir}: {exc.strerror}",
+                hint="point MODELPLANE_STATE_DIR at a writable directory",
+            ) from exc
 
     # -- paths --
 
@@ -313,6 +332,15 @@ class LocalBackend(Backend):
     def _stop_path(self, job_id: str, rank: int) -> Path:
         return self.job_dir(job_id) / f"{rank}.stop"
 
+    def _address_path(self, job_id: str, rank: int) -> Path:
+        return self.job_dir(job_id) / f"{rank}.addr"
+
+    def _reported_port(self, job_id: str, rank: int) -> int | None:
+        try:
+            return reported_port(self._address_path(job_id, rank).read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
     # -- launch --
 
     def _launch(self, tasks: Sequence[TaskLaunch]) -> list[TaskStatus]:
@@ -326,43 +354,81 @@ class LocalBackend(Backend):
         with self._launch_lock:
             return [self._launch_one(t, *layout[(t.job_id, t.rank)], base=base) for t in tasks]
 
-    def _launch_one(self, task: TaskLaunch, local_rank: int, local_world_size: int, node_rank: int,
-                    base: dict[str, str]) -> TaskStatus:
+    def _launch_one(
+        self, task: TaskLaunch, local_rank: int, local_world_size: int, node_rank: int, base: dict[str, str]
+    ) -> TaskStatus:
         job_dir = self.job_dir(task.job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         running = self._running_ident(task.job_id, task.rank, "")
         if running is not None:  # launched before a crash: adopt it instead of starting a twin
-            return TaskStatus(task.job_id, task.rank, TaskPhase.RUNNING,
-                              message=f"already running as pid {running.pid}", handle=running.handle())
-        for stale in (self._exit_path, self._stop_path, self._record_path):
+            return TaskStatus(
+                task.job_id,
+                task.rank,
+                TaskPhase.RUNNING,
+                message=f"already running as pid {running.pid}",
+                handle=running.handle(),
+            )
+        for stale in (self._exit_path, self._stop_path, self._record_path, self._address_path):
             stale(task.job_id, task.rank).unlink(missing_ok=True)
         log_path = self.log_path(task.job_id, task.rank)
         env = task_environment(task, local_rank, local_world_size, node_rank, base)
+        env[ADDRESS_FILE_ENV] = str(self._address_path(task.job_id, task.rank))
         cwd = Path(task.working_dir).expanduser() if task.working_dir else Path.cwd()
-        problem = (f"working directory {str(cwd)!r} does not exist" if not cwd.is_dir()
-                   else _resolve_command(task.command, env, cwd))
+        problem = (
+            f"working directory {str(cwd)!r} does not exist"
+            if not cwd.is_dir()
+            else _resolve_command(task.command, env, cwd)
+        )
         if problem is not None:
             log_path.write_text(f"modelplane: {problem}\n", encoding="utf-8")
-            hint = ("create it or fix the job's workingDir" if "working directory" in problem
-                    else "fix the job's command, or install the program it names")
-            return TaskStatus(task.job_id, task.rank, TaskPhase.FAILED, exit_code=127,
-                              message=f"{problem}; {hint}")
+            hint = (
+                "create it or fix the job's workingDir"
+                if "working directory" in problem
+                else "fix the job's command, or install the program it names"
+            )
+            return TaskStatus(
+                task.job_id, task.rank, TaskPhase.FAILED, exit_code=127, message=f"{problem}; {hint}"
+            )
         with open(log_path, "wb") as log, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(
-                [self.python, "-I", str(RUNNER), str(self._exit_path(task.job_id, task.rank)), "--",
-                 *task.command],
-                cwd=cwd, env=env, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                [
+                    self.python,
+                    "-I",
+                    str(RUNNER),
+                    str(self._exit_path(task.job_id, task.rank)),
+                    "--",
+                    *task.command,
+                ],
+                cwd=cwd,
+                env=env,
+                stdin=devnull,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         _remember_child(proc)
         ident = ProcessId(proc.pid, _start_ticks(proc.pid))
-        _write_json_atomically(self._record_path(task.job_id, task.rank), {
-            "pid": ident.pid, "start_ticks": ident.start_ticks, "handle": ident.handle(),
-            "job_name": task.job_name, "node": task.node, "command": task.command,
-            "cwd": str(cwd), "launched_at": time.time(),
-        })
-        return TaskStatus(task.job_id, task.rank, TaskPhase.RUNNING, message=f"pid {proc.pid} on {task.node}",
-                          handle=ident.handle())
+        _write_json_atomically(
+            self._record_path(task.job_id, task.rank),
+            {
+                "pid": ident.pid,
+                "start_ticks": ident.start_ticks,
+                "handle": ident.handle(),
+                "job_name": task.job_name,
+                "node": task.node,
+                "command": task.command,
+                "cwd": str(cwd),
+                "launched_at": time.time(),
+            },
+        )
+        return TaskStatus(
+            task.job_id,
+            task.rank,
+            TaskPhase.RUNNING,
+            message=f"pid {proc.pid} on {task.node}",
+            handle=ident.handle(),
+        )
 
     # -- watching --
 
@@ -395,11 +461,22 @@ class LocalBackend(Backend):
         prefix = "stopped on request: " if stopped else ""
         if not exit_path.exists():
             if ident is None:
-                return TaskStatus(job_id, rank, TaskPhase.LOST, handle=handle,
-                                  message="no process handle or task record for this task")
+                return TaskStatus(
+                    job_id,
+                    rank,
+                    TaskPhase.LOST,
+                    handle=handle,
+                    message="no process handle or task record for this task",
+                )
             if _is_running(ident):
-                return TaskStatus(job_id, rank, TaskPhase.RUNNING, handle=handle,
-                                  message=f"pid {ident.pid}")
+                return TaskStatus(
+                    job_id,
+                    rank,
+                    TaskPhase.RUNNING,
+                    handle=handle,
+                    message=f"pid {ident.pid}",
+                    port=self._reported_port(job_id, rank),
+                )
         # The wrapper writes the exit file before it exits: look again now that it is gone.
         exit_record = _read_json(exit_path)
         if exit_record is None:
@@ -408,11 +485,22 @@ class LocalBackend(Backend):
             if stopped:
                 stop = _read_json(self._stop_path(job_id, rank)) or {}
                 how = stop.get("killed", "SIGKILL")
-                return TaskStatus(job_id, rank, TaskPhase.FAILED, exit_code=128 + signal.SIGKILL,
-                                  handle=handle, message=f"{prefix}killed by {how} after the grace period")
-            return TaskStatus(job_id, rank, TaskPhase.LOST, handle=handle,
-                              message=f"process {ident.pid if ident else '?'} vanished without recording an "
-                                      "exit code (killed with SIGKILL, or the machine restarted)")
+                return TaskStatus(
+                    job_id,
+                    rank,
+                    TaskPhase.FAILED,
+                    exit_code=128 + signal.SIGKILL,
+                    handle=handle,
+                    message=f"{prefix}killed by {how} after the grace period",
+                )
+            return TaskStatus(
+                job_id,
+                rank,
+                TaskPhase.LOST,
+                handle=handle,
+                message=f"process {ident.pid if ident else '?'} vanished without recording an "
+                "exit code (killed with SIGKILL, or the machine restarted)",
+            )
         returncode = int(exit_record.get("returncode", 1))
         exit_code, words = _describe_returncode(returncode)
         if exit_record.get("error"):
@@ -448,8 +536,9 @@ class LocalBackend(Backend):
             live = [(rank, ident) for rank, ident in live if _is_running(ident)]
         for rank, ident in live:
             if _is_running(ident):
-                _write_json_atomically(self._stop_path(job_id, rank),
-                                       {"killed": "SIGKILL", "grace_seconds": grace_seconds})
+                _write_json_atomically(
+                    self._stop_path(job_id, rank), {"killed": "SIGKILL", "grace_seconds": grace_seconds}
+                )
                 _signal_group(ident.pid, signal.SIGKILL)
         _reap_children()
 
@@ -457,8 +546,9 @@ class LocalBackend(Backend):
 
     def _read_logs(self, job_id: str, rank: int, offset: int) -> tuple[str, int]:
         if offset < 0:
-            raise InvalidSpec(f"log offset must be 0 or more, got {offset}", hint="start from offset 0",
-                              field="offset")
+            raise InvalidSpec(
+                f"log offset must be 0 or more, got {offset}", hint="start from offset 0", field="offset"
+            )
         path = self.log_path(job_id, rank)
         try:
             with open(path, "rb") as fh:
@@ -471,6 +561,8 @@ class LocalBackend(Backend):
                     data += fh.read(3)
                     keep = _complete_utf8_prefix(data)
         except FileNotFoundError:
-            raise NotFound(f"no log for rank {rank} of job {job_id!r}",
-                           hint="the task has not been launched on this machine yet") from None
+            raise NotFound(
+                f"no log for rank {rank} of job {job_id!r}",
+                hint="the task has not been launched on this machine yet",
+            ) from None
         return data[:keep].decode("utf-8", errors="replace"), offset + keep

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from modelplane.backends import ray_runner
 from modelplane.backends.base import (
     FINISHED_PHASES,
+    LOOPBACK,
     Backend,
     BackendError,
     TaskLaunch,
@@ -75,8 +76,9 @@ def placement_strategy(nodes: Sequence[str]) -> str:
 
 def _key(job_id: str) -> str:
     if not job_id or job_id in (".", ".."):
-        raise InvalidSpec(f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id",
-                          field="job_id")
+        raise InvalidSpec(
+            f"job id {job_id!r} cannot name a directory", hint="use a non-empty job id", field="job_id"
+        )
     return quote(job_id, safe="-_.")
 
 
@@ -99,11 +101,20 @@ class RayBackend(Backend):
     """Runs placed tasks on a Ray cluster; see the module docstring."""
 
     name = "ray"
+    tasks_choose_ports = True  # a port free here says nothing about a Ray node's
 
-    def __init__(self, address: str | None = None, state_dir: Path | str | None = None, *,
-                 namespace: str = "modelplane", cpus_per_task: float = 0.01,
-                 placement_timeout_s: float = 60.0, start_timeout_s: float = 120.0,
-                 rpc_timeout_s: float = 5.0, log_chunk_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        state_dir: Path | str | None = None,
+        *,
+        namespace: str = "modelplane",
+        cpus_per_task: float = 0.01,
+        placement_timeout_s: float = 60.0,
+        start_timeout_s: float = 120.0,
+        rpc_timeout_s: float = 5.0,
+        log_chunk_bytes: int = 1 << 20,
+    ) -> None:
         super().__init__()
         self.address = address or os.environ.get(ADDRESS_ENV) or "auto"
         root = Path(state_dir).expanduser() if state_dir else Path(tempfile.mkdtemp(prefix="modelplane-ray-"))
@@ -119,8 +130,10 @@ class RayBackend(Backend):
         try:
             (self.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendError(f"ray backend cannot use state directory {self.state_dir}: {exc.strerror}",
-                               hint="point MODELPLANE_STATE_DIR at a writable directory") from exc
+            raise BackendError(
+                f"ray backend cannot use state directory {self.state_dir}: {exc.strerror}",
+                hint="point MODELPLANE_STATE_DIR at a writable directory",
+            ) from exc
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -128,17 +141,23 @@ class RayBackend(Backend):
         """The connected ``ray`` module (connects on first use)."""
         ray = import_ray()
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"namespace": self.namespace, "logging_level": "ERROR",
-                                      "log_to_driver": False, "configure_logging": False}
+            kwargs: dict[str, Any] = {
+                "namespace": self.namespace,
+                "logging_level": "ERROR",
+                "log_to_driver": False,
+                "configure_logging": False,
+            }
             try:
                 if self.address == "local":
                     ray.init(**kwargs)
                 else:
                     ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: {exc}",
-                                   hint=f"start one (ray start --head) or set {ADDRESS_ENV} to its "
-                                        "address (host:port, auto, or ray://host:10001)") from exc
+                raise BackendError(
+                    f"cannot connect to the Ray cluster at {self.address!r}: {exc}",
+                    hint=f"start one (ray start --head) or set {ADDRESS_ENV} to its "
+                    "address (host:port, auto, or ray://host:10001)",
+                ) from exc
         # Workers get the runner's code with the actor, so the cluster needs no modelplane install.
         ray.cloudpickle.register_pickle_by_value(ray_runner)
         return ray
@@ -179,6 +198,11 @@ class RayBackend(Backend):
 
     # -- launch ------------------------------------------------------------------------------------
 
+    def _task_hosts(self, tasks: Sequence[TaskLaunch]) -> dict[int, str]:
+        """Each task's Ray node IP (``NodeManagerAddress``): where a task there listens and is dialled."""
+        nodes = self._nodes_by_name()
+        return {t.rank: _node_ip(nodes, t.node) for t in tasks}
+
     def _bundle(self, task: TaskLaunch, node: dict[str, Any]) -> dict[str, float]:
         bundle = {"CPU": self.cpus_per_task}
         if task.devices or task.gpu_milli:
@@ -213,26 +237,37 @@ class RayBackend(Backend):
         if missing:
             # Placed on a node that died since (or was never imported from this cluster): nothing is
             # started, and the job is reported lost so that it is placed again once the node is NotReady.
-            why = (f"Ray has no alive node named {', '.join(missing)} (dead, or not imported from this "
-                   "cluster: nodes are named by their modelplane.io/node-name label or ray-<ip>-<id>)")
+            why = (
+                f"Ray has no alive node named {', '.join(missing)} (dead, or not imported from this "
+                "cluster: nodes are named by their modelplane.io/node-name label or ray-<ip>-<id>)"
+            )
             return [TaskStatus(job_id, t.rank, TaskPhase.LOST, message=why) for t in tasks]
         nonce = uuid.uuid4().hex[:8]
         pg_name = f"mp-{_key(job_id)}-{nonce}"
         bundles = [self._bundle(t, nodes[t.node]) for t in tasks]
         selectors = [{NODE_ID_LABEL: str(nodes[t.node]["NodeID"])} for t in tasks]
         strategy = placement_strategy([str(nodes[t.node]["NodeID"]) for t in tasks])
-        pg = placement_group(bundles, strategy=strategy, name=pg_name, lifetime="detached",
-                             bundle_label_selector=selectors)
-        ranks = {str(t.rank): {"actor": f"{pg_name}-r{t.rank}", "node": t.node,
-                               "node_id": str(nodes[t.node]["NodeID"])} for t in tasks}
+        pg = placement_group(
+            bundles, strategy=strategy, name=pg_name, lifetime="detached", bundle_label_selector=selectors
+        )
+        ranks = {
+            str(t.rank): {
+                "actor": f"{pg_name}-r{t.rank}",
+                "node": t.node,
+                "node_id": str(nodes[t.node]["NodeID"]),
+            }
+            for t in tasks
+        }
         _write_json(job_dir / "meta.json", {"placement_group": pg_name, "strategy": strategy, "ranks": ranks})
         ready, _ = ray.wait([pg.ready()], timeout=self.placement_timeout_s)
         if not ready:  # the nodes died or filled up since the scheduler chose them: place the job again
             remove_placement_group(pg)
-            why = (f"Ray could not reserve the placement within {self.placement_timeout_s:g}s ({strategy}, "
-                   f"bundles {bundles} on nodes {sorted({t.node for t in tasks})}); see `ray status`")
+            why = (
+                f"Ray could not reserve the placement within {self.placement_timeout_s:g}s ({strategy}, "
+                f"bundles {bundles} on nodes {sorted({t.node for t in tasks})}); see `ray status`"
+            )
             return [TaskStatus(job_id, t.rank, TaskPhase.LOST, message=why) for t in tasks]
-        master_addr = str(nodes[tasks[0].node]["NodeManagerAddress"])  # tasks are sorted: rank 0's node
+        master_addr = _node_ip(nodes, tasks[0].node)  # tasks are sorted: rank 0's node, as task_hosts says
         layout = _local_layout(tasks)
         runner_cls = ray.remote(ray_runner.TaskRunner)
         starts = []
@@ -241,8 +276,13 @@ class RayBackend(Backend):
             extra = {k: v for k, v in bundles[i].items() if k != "CPU"}
             gpus = extra.pop("GPU", 0.0)
             actor = runner_cls.options(
-                name=ranks[str(t.rank)]["actor"], namespace=self.namespace, lifetime="detached",
-                max_restarts=0, max_concurrency=4, num_cpus=bundles[i]["CPU"], num_gpus=gpus,
+                name=ranks[str(t.rank)]["actor"],
+                namespace=self.namespace,
+                lifetime="detached",
+                max_restarts=0,
+                max_concurrency=4,
+                num_cpus=bundles[i]["CPU"],
+                num_gpus=gpus,
                 resources=extra or None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
             ).remote(job_id, t.rank)
@@ -253,19 +293,36 @@ class RayBackend(Backend):
         ready, _ = ray.wait(starts, num_returns=len(starts), timeout=self.start_timeout_s)
         if len(ready) < len(starts):
             self._stop(job_id, 0.0)
-            raise BackendError(f"Ray actors for job {job_id} did not start within {self.start_timeout_s:g}s",
-                               hint="check `ray status` and the Ray logs of the chosen nodes")
+            raise BackendError(
+                f"Ray actors for job {job_id} did not start within {self.start_timeout_s:g}s",
+                hint="check `ray status` and the Ray logs of the chosen nodes",
+            )
         statuses = []
         for t, ref in zip(tasks, starts, strict=True):
             info = ray.get(ref)
             handle = f"{HANDLE_PREFIX}{self.namespace}/{ranks[str(t.rank)]['actor']}"
             if not info.get("started"):
-                statuses.append(TaskStatus(job_id, t.rank, TaskPhase.FAILED, exit_code=127, handle=handle,
-                                           message=f"{info.get('error')}; fix the job's command or workingDir"))
+                statuses.append(
+                    TaskStatus(
+                        job_id,
+                        t.rank,
+                        TaskPhase.FAILED,
+                        exit_code=127,
+                        handle=handle,
+                        message=f"{info.get('error')}; fix the job's command or workingDir",
+                    )
+                )
             else:
-                statuses.append(TaskStatus(job_id, t.rank, TaskPhase.RUNNING, handle=handle,
-                                           message=f"pid {info.get('task_pid')} on {t.node} ({info.get('ip')})",
-                                           address=str(info.get("ip") or "")))
+                statuses.append(
+                    TaskStatus(
+                        job_id,
+                        t.rank,
+                        TaskPhase.RUNNING,
+                        handle=handle,
+                        message=f"pid {info.get('task_pid')} on {t.node} ({info.get('ip')})",
+                        address=str(info.get("ip") or ""),
+                    )
+                )
         return statuses
 
     # -- watching ----------------------------------------------------------------------------------
@@ -310,7 +367,8 @@ class RayBackend(Backend):
         ray = self.ray()
         while True:
             snap: dict[str, Any] = ray.get(
-                actor.snapshot.remote(self._mirrored(job_id, rank), self.log_chunk_bytes), timeout=timeout)
+                actor.snapshot.remote(self._mirrored(job_id, rank), self.log_chunk_bytes), timeout=timeout
+            )
             self._append_log(job_id, rank, snap["log"])
             if snap["returncode"] is None or not snap["log"] or self._mirrored(job_id, rank) >= snap["size"]:
                 return snap
@@ -318,8 +376,14 @@ class RayBackend(Backend):
     def _finish(self, job_id: str, rank: int, handle: str, snap: dict[str, Any], actor: Any) -> TaskStatus:
         prefix = "stopped on request: " if snap.get("stopped") else ""
         phase = TaskPhase.SUCCEEDED if snap["returncode"] == 0 else TaskPhase.FAILED
-        status = TaskStatus(job_id, rank, phase, exit_code=snap["exit_code"], handle=handle,
-                            message=prefix + str(snap["message"]))
+        status = TaskStatus(
+            job_id,
+            rank,
+            phase,
+            exit_code=snap["exit_code"],
+            handle=handle,
+            message=prefix + str(snap["message"]),
+        )
         self._record(status)
         with contextlib.suppress(Exception):  # the actor may be gone already; nothing to clean then
             self.ray().get(actor.cleanup.remote(), timeout=self.rpc_timeout_s)
@@ -330,16 +394,28 @@ class RayBackend(Backend):
         return status
 
     def _record(self, status: TaskStatus) -> None:
-        _write_json(self._exit_path(status.job_id, status.rank), {
-            "phase": status.phase.value, "exit_code": status.exit_code, "message": status.message,
-            "handle": status.handle})
+        _write_json(
+            self._exit_path(status.job_id, status.rank),
+            {
+                "phase": status.phase.value,
+                "exit_code": status.exit_code,
+                "message": status.message,
+                "handle": status.handle,
+            },
+        )
 
     def _recorded(self, job_id: str, rank: int) -> TaskStatus | None:
         rec = _read_json(self._exit_path(job_id, rank))
         if rec is None:
             return None
-        return TaskStatus(job_id, rank, TaskPhase(rec["phase"]), exit_code=rec.get("exit_code"),
-                          message=str(rec.get("message", "")), handle=str(rec.get("handle", "")))
+        return TaskStatus(
+            job_id,
+            rank,
+            TaskPhase(rec["phase"]),
+            exit_code=rec.get("exit_code"),
+            message=str(rec.get("message", "")),
+            handle=str(rec.get("handle", "")),
+        )
 
     def _lost(self, job_id: str, rank: int, handle: str, why: str) -> TaskStatus:
         node, node_id = self._node_of(job_id, rank)
@@ -359,11 +435,18 @@ class RayBackend(Backend):
         name = self._actor_name(job_id, rank, handle)
         handle = handle or (f"{HANDLE_PREFIX}{self.namespace}/{name}" if name else "")
         if name is None:
-            return TaskStatus(job_id, rank, TaskPhase.LOST, handle=handle,
-                              message="no Ray actor handle or record for this task")
+            return TaskStatus(
+                job_id,
+                rank,
+                TaskPhase.LOST,
+                handle=handle,
+                message="no Ray actor handle or record for this task",
+            )
         actor = self._actor(name)
         if actor is None:
-            return self._lost(job_id, rank, handle, f"Ray actor {name} is gone without recording an exit code")
+            return self._lost(
+                job_id, rank, handle, f"Ray actor {name} is gone without recording an exit code"
+            )
         exc_mod = import_ray().exceptions
         try:
             snap = self._sync(job_id, rank, actor, self.rpc_timeout_s)
@@ -373,19 +456,37 @@ class RayBackend(Backend):
             return self._lost(job_id, rank, handle, f"Ray actor {name} died: {str(exc).splitlines()[0]}")
         except (exc_mod.GetTimeoutError, exc_mod.ActorUnavailableError) as exc:
             phase = previous if previous not in FINISHED_PHASES else TaskPhase.RUNNING
-            return TaskStatus(job_id, rank, phase, handle=handle,
-                              message=f"Ray actor {name} did not answer: {type(exc).__name__}")
+            return TaskStatus(
+                job_id,
+                rank,
+                phase,
+                handle=handle,
+                message=f"Ray actor {name} did not answer: {type(exc).__name__}",
+            )
         if snap["returncode"] is None:
             node, _ = self._node_of(job_id, rank)
-            return TaskStatus(job_id, rank, TaskPhase.RUNNING, handle=handle, message=f"running on {node}")
+            return TaskStatus(
+                job_id,
+                rank,
+                TaskPhase.RUNNING,
+                handle=handle,
+                message=f"running on {node}",
+                address=str(snap.get("ip") or ""),
+                port=snap.get("port"),
+            )
         return self._finish(job_id, rank, handle, snap, actor)
 
     def _poll(self, job_id: str, known: Sequence[TaskStatus]) -> list[TaskStatus]:
         if not known:
             meta = self._meta(job_id) or {}
-            known = [TaskStatus(job_id, int(r), TaskPhase.STARTING) for r in sorted(meta.get("ranks") or {}, key=int)]
-        out = [s if s.phase in FINISHED_PHASES else self._status_of(job_id, s.rank, s.handle, s.phase)
-               for s in known]
+            known = [
+                TaskStatus(job_id, int(r), TaskPhase.STARTING)
+                for r in sorted(meta.get("ranks") or {}, key=int)
+            ]
+        out = [
+            s if s.phase in FINISHED_PHASES else self._status_of(job_id, s.rank, s.handle, s.phase)
+            for s in known
+        ]
         if out and all(s.phase in FINISHED_PHASES for s in out):
             self._remove_placement_group(job_id)
         return out
@@ -418,8 +519,15 @@ class RayBackend(Backend):
             actor = self._actor(str(entry["actor"]))
             handle = f"{HANDLE_PREFIX}{self.namespace}/{entry['actor']}"
             if actor is None:
-                self._record(TaskStatus(job_id, rank, TaskPhase.FAILED, handle=handle,
-                                        message="stopped on request: Ray actor already gone"))
+                self._record(
+                    TaskStatus(
+                        job_id,
+                        rank,
+                        TaskPhase.FAILED,
+                        handle=handle,
+                        message="stopped on request: Ray actor already gone",
+                    )
+                )
                 continue
             pending.append((rank, handle, actor, actor.terminate.remote(grace_seconds)))
         for rank, handle, actor, ref in pending:
@@ -428,8 +536,15 @@ class RayBackend(Backend):
                 snap = self._sync(job_id, rank, actor, self.rpc_timeout_s)
                 self._finish(job_id, rank, handle, {**snap, "stopped": True}, actor)
             except (exc_mod.RayError, exc_mod.GetTimeoutError) as exc:
-                self._record(TaskStatus(job_id, rank, TaskPhase.FAILED, handle=handle,
-                                        message=f"stopped on request: {type(exc).__name__}"))
+                self._record(
+                    TaskStatus(
+                        job_id,
+                        rank,
+                        TaskPhase.FAILED,
+                        handle=handle,
+                        message=f"stopped on request: {type(exc).__name__}",
+                    )
+                )
                 with contextlib.suppress(Exception):
                     ray.kill(actor, no_restart=True)
             with self._lock:
@@ -440,12 +555,15 @@ class RayBackend(Backend):
 
     def _read_logs(self, job_id: str, rank: int, offset: int) -> tuple[str, int]:
         if offset < 0:
-            raise InvalidSpec(f"log offset must be 0 or more, got {offset}", hint="start from offset 0",
-                              field="offset")
+            raise InvalidSpec(
+                f"log offset must be 0 or more, got {offset}", hint="start from offset 0", field="offset"
+            )
         path = self.log_path(job_id, rank)
         if not path.exists():
-            raise NotFound(f"no log for rank {rank} of job {job_id!r}",
-                           hint="the task has not been launched by this Ray backend")
+            raise NotFound(
+                f"no log for rank {rank} of job {job_id!r}",
+                hint="the task has not been launched by this Ray backend",
+            )
         if self._recorded(job_id, rank) is None:  # still running: fetch what is new first
             name = self._actor_name(job_id, rank, "")
             actor = self._actor(name) if name else None
@@ -462,6 +580,13 @@ class RayBackend(Backend):
                 data += fh.read(3)
                 keep = _complete_utf8_prefix(data)
         return data[:keep].decode("utf-8", errors="replace"), offset + keep
+
+
+def _node_ip(nodes: dict[str, dict[str, Any]], node: str) -> str:
+    """The IP address of an alive Ray node; the loopback for one Ray no longer has (its job is
+    reported LOST at launch, before anything starts, so nothing dials it)."""
+    entry = nodes.get(node)
+    return str(entry["NodeManagerAddress"]) if entry else LOOPBACK
 
 
 def _with_master(task: TaskLaunch, master_addr: str) -> TaskLaunch:

@@ -23,11 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REGISTER_SECONDS = 90.0
-RAY_INSTALL_HINT = "install Ray: pip install 'modelplane[ray]' (into the venv: .venv/bin/pip install 'ray[default]')"
+RAY_INSTALL_HINT = (
+    "install Ray: pip install 'modelplane[ray]' (into the venv: .venv/bin/pip install 'ray[default]')"
+)
 
 # Fast failure detection: the GCS declares a node dead after ~3 missed 1 s health checks.
-FAST_HEALTH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-               "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 def ray_command() -> str:
@@ -128,34 +134,66 @@ class LocalRayCluster:
     state_dir: str = ""
     client_port: int = 0  # the head's Ray Client server: ray://127.0.0.1:<client_port>
 
-    def _start(self, args: list[str], resources: dict[str, float], labels: dict[str, str],
-               num_gpus: int = 0) -> RayNode:
+    def _start(
+        self,
+        args: list[str],
+        resources: dict[str, float],
+        labels: dict[str, str],
+        num_gpus: int = 0,
+        node_ip: str = "127.0.0.1",
+    ) -> RayNode:
         temp_dir = tempfile.mkdtemp(prefix="mpray", dir="/tmp")  # short: Ray's socket paths are limited
         node = RayNode(temp_dir, resources, labels)
         self.nodes.append(node)
-        cmd = [self.ray_bin, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
-               f"--num-gpus={num_gpus}", f"--resources={json.dumps(resources)}",
-               "--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()),
-               f"--temp-dir={temp_dir}", "--object-store-memory=78643200", "--disable-usage-stats",
-               f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-               f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+        cmd = [
+            self.ray_bin,
+            "start",
+            *args,
+            f"--node-ip-address={node_ip}",
+            "--num-cpus=1",
+            f"--num-gpus={num_gpus}",
+            f"--resources={json.dumps(resources)}",
+            "--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()),
+            f"--temp-dir={temp_dir}",
+            "--object-store-memory=78643200",
+            "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+        ]
         env = {**os.environ, **FAST_HEALTH, "RAY_USAGE_STATS_ENABLED": "0"}
         env.pop("PYTHONPATH", None)  # the cluster needs no modelplane: the runner travels by value
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"`ray start` failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"`ray start` failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return node
 
     def start_head(self, resources: dict[str, float], labels: dict[str, str], num_gpus: int = 0) -> RayNode:
         port = _free_port()
         self.address = f"127.0.0.1:{port}"
         self.client_port = _free_port()
-        return self._start(["--head", f"--port={port}", "--include-dashboard=false",
-                            f"--dashboard-port={_free_port()}", f"--ray-client-server-port={self.client_port}"],
-                           resources, labels, num_gpus)
+        return self._start(
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--dashboard-port={_free_port()}",
+                f"--ray-client-server-port={self.client_port}",
+            ],
+            resources,
+            labels,
+            num_gpus,
+        )
 
-    def add_worker(self, resources: dict[str, float], labels: dict[str, str]) -> RayNode:
-        node = self._start([f"--address={self.address}"], resources, labels)
+    def add_worker(
+        self, resources: dict[str, float], labels: dict[str, str], node_ip: str = "127.0.0.1"
+    ) -> RayNode:
+        """A worker node; ``node_ip`` another loopback address (127.0.0.2) makes it a node whose tasks
+        are reached at an address of their own, as on another machine, while all runs on this one."""
+        node = self._start([f"--address={self.address}"], resources, labels, node_ip=node_ip)
         self._wait_nodes()
         return node
 
@@ -184,8 +222,12 @@ class LocalRayCluster:
     def connect(self) -> None:
         import ray
 
-        ray.init(address=self.address, namespace="modelplane", logging_level="ERROR",  # type: ignore[arg-type]
-                 log_to_driver=False)
+        ray.init(
+            address=self.address,
+            namespace="modelplane",
+            logging_level="ERROR",  # type: ignore[arg-type]
+            log_to_driver=False,
+        )
         self._wait_nodes()
 
     def teardown(self) -> None:
@@ -193,7 +235,9 @@ class LocalRayCluster:
 
         with contextlib.suppress(Exception):
             ray.shutdown()
-        markers = [n.temp_dir for n in self.nodes] + [f"--node-id={n.node_id}" for n in self.nodes if n.node_id]
+        markers = [n.temp_dir for n in self.nodes] + [
+            f"--node-id={n.node_id}" for n in self.nodes if n.node_id
+        ]
         if self.address:  # the head's client server names only the GCS address (with the node's own IP)
             markers.append(f":{self.address.rsplit(':', 1)[1]} ")
         _kill(_processes_mentioning(markers))

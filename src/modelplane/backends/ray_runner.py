@@ -9,6 +9,7 @@ backend has copied both to the control plane, then the backend kills it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 # Variables of the control plane or of Ray's own worker that must not leak into a user's task.
 _DROP_PREFIXES = ("MODELPLANE_",)
+ADDRESS_FILE_ENV = "MODELPLANE_ADDRESS_FILE"  # as backends.base (not imported: this module ships alone)
 
 
 def _describe(returncode: int) -> tuple[int, str]:
@@ -41,6 +43,8 @@ class TaskRunner:
         self.rank = rank
         self.dir = tempfile.mkdtemp(prefix=f"modelplane-{rank}-")
         self.log_path = os.path.join(self.dir, "task.log")
+        self.address_path = os.path.join(self.dir, "address.json")  # a serving task writes where it listens
+        self.ip = ""
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.error: str | None = None
@@ -63,7 +67,13 @@ class TaskRunner:
         full.update(env)
         full["MODELPLANE_RAY_NODE_ID"] = where["node_id"]
         full["MODELPLANE_RAY_NODE_IP"] = where["ip"]
-        full.setdefault("MODELPLANE_HOST", where["ip"])  # a server listens where its endpoint says (serve.replica)
+        full.setdefault(
+            "MODELPLANE_HOST", where["ip"]
+        )  # a server listens where its endpoint says (serve.replica)
+        full[ADDRESS_FILE_ENV] = (
+            self.address_path
+        )  # ... and reports the port it bound there (port 0: its own pick)
+        self.ip = where["ip"]
         workdir = cwd or os.getcwd()
         problem = None
         if not os.path.isdir(workdir):
@@ -82,8 +92,16 @@ class TaskRunner:
             self.returncode, self.error = 127, problem
             return {**where, "started": False, "error": problem}
         with open(self.log_path, "wb") as log, open(os.devnull, "rb") as devnull:
-            self.proc = subprocess.Popen(command, cwd=workdir, env=full, stdin=devnull, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            self.proc = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=full,
+                stdin=devnull,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         return {**where, "started": True, "task_pid": self.proc.pid}
 
     def _refresh(self) -> None:
@@ -101,12 +119,30 @@ class TaskRunner:
             size = os.fstat(fh.fileno()).st_size
             fh.seek(min(max(offset, 0), size))
             data = fh.read(max(limit, 1))
-        out: dict[str, Any] = {"log": data, "size": size, "stopped": self.stopped, "error": self.error,
-                               "returncode": None, "exit_code": None, "message": "running"}
+        out: dict[str, Any] = {
+            "log": data,
+            "size": size,
+            "stopped": self.stopped,
+            "error": self.error,
+            "returncode": None,
+            "exit_code": None,
+            "message": "running",
+            "ip": self.ip,
+            "port": self._reported_port(),
+        }
         if self.returncode is not None:
             code, words = _describe(self.returncode)
             out.update(returncode=self.returncode, exit_code=code, message=self.error or words)
         return out
+
+    def _reported_port(self) -> int | None:
+        """The port the task wrote to its address file (as ``backends.base.reported_port`` reads it)."""
+        try:
+            with open(self.address_path, encoding="utf-8") as fh:
+                port = json.load(fh).get("port")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
 
     def terminate(self, grace_seconds: float) -> dict[str, Any]:
         """SIGTERM the task's process group, SIGKILL it after the grace period."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.agent.peers import PEER_MEMORY_LABEL, peer_urls
-from modelplane.backends.base import FINISHED_PHASES, Backend, TaskLaunch, TaskPhase, TaskStatus
+from modelplane.backends.base import FINISHED_PHASES, Backend, BackendError, TaskLaunch, TaskPhase, TaskStatus
 from modelplane.control.base import Controller
 from modelplane.control.federation import federation_env
 from modelplane.core.errors import Conflict, InvalidTransition, ModelplaneError
@@ -31,7 +31,9 @@ from modelplane.store import JobRecord, Store
 log = logging.getLogger("modelplane.control.jobs")
 EXIT_GRACE_S = 60.0  # how long a rank may take to exit after its last ("exiting") heartbeat
 FEDERATION_PARTY_GRACE_S = 60.0  # how long parties may run on after their federation's server finished
-SERVE_PORT_ENV = "MODELPLANE_PORT"  # a serving replica's port, chosen here and recorded as the task's endpoint
+SERVE_PORT_ENV = (
+    "MODELPLANE_PORT"  # a serving task's port: chosen here, or 0 where the task picks and reports it
+)
 
 
 def _free_port() -> int:
@@ -40,10 +42,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _with_host(endpoint: str, address: str) -> str:
-    """``endpoint`` (scheme://host:port) with its host replaced by ``address``."""
-    scheme, _, rest = endpoint.partition("://")
-    return f"{scheme}://{_host(address)}:{rest.rpartition(':')[2]}"
+def _endpoint(previous: str | None, address: str, port: int | None) -> str | None:
+    """A serving task's endpoint from what its backend reports now, else what is known already.
+
+    ``port``: the port the task reported it bound (it was told port 0, or it reports anyway);
+    ``address``: the host the backend reaches it at, when it knows one (a pod's IP once it runs).
+    A task that reports nothing and had no endpoint is not a serving task: None.
+    """
+    if port is not None:
+        return f"http://{_host(address)}:{port}"
+    if previous and address:
+        scheme, _, rest = previous.partition("://")
+        return f"{scheme}://{_host(address)}:{rest.rpartition(':')[2]}"
+    return previous
 
 
 def _host(address: str) -> str:
@@ -56,12 +67,22 @@ def _host(address: str) -> str:
 class JobController(Controller):
     name = "jobs"
 
-    def __init__(self, store: Store, backend: Backend, clock: Callable[[], float],
-                 stop_grace_seconds: float = 10.0, runtime_dir: Path | None = None,
-                 checkpoint_root: str = "", heartbeat_timeout: float = 120.0,
-                 hang_timeout: float = 1800.0, restart_backoff: float = 0.0,
-                 max_restart_backoff: float = 300.0, peer_memory_urls: str = "",
-                 peer_memory_password: str = "", lineage_url: str = "") -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        clock: Callable[[], float],
+        stop_grace_seconds: float = 10.0,
+        runtime_dir: Path | None = None,
+        checkpoint_root: str = "",
+        heartbeat_timeout: float = 120.0,
+        hang_timeout: float = 1800.0,
+        restart_backoff: float = 0.0,
+        max_restart_backoff: float = 300.0,
+        peer_memory_urls: str = "",
+        peer_memory_password: str = "",
+        lineage_url: str = "",
+    ) -> None:
         """``runtime_dir`` holds per-job heartbeat and preemption-notice files that the training
         runtime (``modelplane.train.init()``) writes and reads; ``checkpoint_root`` is where each job's
         checkpoints go (a path or fsspec URL), stable across restarts so that a requeued job resumes."""
@@ -148,8 +169,9 @@ class JobController(Controller):
         for path in [*jdir.glob("heartbeat-*.json"), jdir / "preempt"]:
             path.unlink(missing_ok=True)
 
-    def _transition(self, job_id: str, proposed: JobState, reason: str, message: str = "",
-                    **kw: Any) -> JobRecord:
+    def _transition(
+        self, job_id: str, proposed: JobState, reason: str, message: str = "", **kw: Any
+    ) -> JobRecord:
         job = self.store.transition_job(job_id, proposed, reason, message, **kw)
         TRANSITIONS.labels(job.state.value, job.reason).inc()
         if reason == "NodeLost":
@@ -157,8 +179,10 @@ class JobController(Controller):
         return job
 
     def reconcile(self) -> None:
-        jobs, _ = self.store.list_jobs(states=[JobState.ADMITTED, JobState.RUNNING, JobState.PREEMPTED,
-                                               JobState.RECOVERING], limit=100_000)
+        jobs, _ = self.store.list_jobs(
+            states=[JobState.ADMITTED, JobState.RUNNING, JobState.PREEMPTED, JobState.RECOVERING],
+            limit=100_000,
+        )
         # Pending jobs are the scheduler's, except those the user cancelled.
         jobs += self.store.list_jobs(states=[JobState.PENDING], cancel_requested=True, limit=100_000)[0]
         node_states = {n.name: n.state for n in self.store.list_nodes()}
@@ -210,10 +234,12 @@ class JobController(Controller):
         runtime_env = self._runtime_env(job)
         parallelism = getattr(manifest.spec, "parallelism", None)
         if parallelism is not None:  # the degrees the training script builds its process groups from
-            runtime_env |= {"MODELPLANE_PARALLEL_DATA": str(parallelism.data),
-                            "MODELPLANE_PARALLEL_TENSOR": str(parallelism.tensor),
-                            "MODELPLANE_PARALLEL_PIPELINE": str(parallelism.pipeline),
-                            "MODELPLANE_MICRO_BATCH_SIZE": str(parallelism.micro_batch_size)}
+            runtime_env |= {
+                "MODELPLANE_PARALLEL_DATA": str(parallelism.data),
+                "MODELPLANE_PARALLEL_TENSOR": str(parallelism.tensor),
+                "MODELPLANE_PARALLEL_PIPELINE": str(parallelism.pipeline),
+                "MODELPLANE_MICRO_BATCH_SIZE": str(parallelism.micro_batch_size),
+            }
         privacy = getattr(manifest.spec, "privacy", None)
         if privacy is not None:  # DP-SGD / adversarial options, applied by modelplane.train.make_private
             from modelplane.core.spec import PRIVACY_SPEC_ENV
@@ -225,19 +251,50 @@ class JobController(Controller):
             node = nodes.get(a.node)
             model = node.spec.accelerators.model if node and node.spec.accelerators else None
             env = runtime_env | dict(tmpl.env)
-            if manifest.kind == "InferenceDeployment" or (manifest.kind == "FederatedJob" and a.pod_set != "server"):
-                env[SERVE_PORT_ENV] = str(_free_port())  # a replica or a party listens where the control plane says
-            if isinstance(manifest, FederatedJob) and a.pod_set == "server":  # read by privacy/horizontal/server.py
+            if manifest.kind == "InferenceDeployment":
+                # A replica binds where the control plane says, unless its backend runs it on another
+                # machine: then it picks a port there and reports it (TaskStatus.port).
+                env[SERVE_PORT_ENV] = "0" if self.backend.tasks_choose_ports else str(_free_port())
+            elif manifest.kind == "FederatedJob" and a.pod_set != "server":
+                # A party listens where the address book says, so its port is fixed before launch.
+                env[SERVE_PORT_ENV] = str(_free_port())
+            if (
+                isinstance(manifest, FederatedJob) and a.pod_set == "server"
+            ):  # read by privacy/horizontal/server.py
                 env["MODELPLANE_FL_ROUNDS"] = str(manifest.spec.rounds)
-            out.append(TaskLaunch(
-                job_id=job.id, job_name=job.name, pod_set=a.pod_set, index=a.index, rank=a.rank,
-                world_size=world, node=a.node, command=list(tmpl.command), env=env,
-                working_dir=tmpl.working_dir, devices=a.devices, gpu_milli=a.gpu_milli,
-                accelerator_model=model, master_addr="127.0.0.1", master_port=port, image=tmpl.image,
-            ))
+            out.append(
+                TaskLaunch(
+                    job_id=job.id,
+                    job_name=job.name,
+                    pod_set=a.pod_set,
+                    index=a.index,
+                    rank=a.rank,
+                    world_size=world,
+                    node=a.node,
+                    command=list(tmpl.command),
+                    env=env,
+                    working_dir=tmpl.working_dir,
+                    devices=a.devices,
+                    gpu_milli=a.gpu_milli,
+                    accelerator_model=model,
+                    master_port=port,
+                    image=tmpl.image,
+                )
+            )
+        # Where the backend will run each task decides what the others dial -- MASTER_ADDR, the
+        # address book -- and so what a federation's certificates must name: asked before minting.
+        hosts = self.backend.task_hosts(out)
+        out = [replace(t, master_addr=hosts[out[0].rank]) for t in out]
         if manifest.kind == "FederatedJob":  # the parties' address book and a PKI of their own
-            issued = federation_env({t.pod_set: (t.master_addr, t.master_port if t.pod_set == "server"
-                                                 else int(t.env[SERVE_PORT_ENV])) for t in out})
+            issued = federation_env(
+                {
+                    t.pod_set: (
+                        hosts[t.rank],
+                        t.master_port if t.pod_set == "server" else int(t.env[SERVE_PORT_ENV]),
+                    )
+                    for t in out
+                }
+            )
             out = [replace(t, env=t.env | issued[t.pod_set]) for t in out]
         return out
 
@@ -245,8 +302,13 @@ class JobController(Controller):
         known = self.store.list_tasks(job.id)
         if known and all(t.handle for t in known):
             # Launched before a restart but not yet marked Running: watch what is there.
-            self._transition(job.id, JobState.RUNNING, "Started", "tasks re-adopted after restart",
-                                      expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.RUNNING,
+                "Started",
+                "tasks re-adopted after restart",
+                expected_version=job.resource_version,
+            )
             return
         if known:
             # Rows without handles: the launch was interrupted; clear whatever may have started.
@@ -254,12 +316,17 @@ class JobController(Controller):
             self.store.clear_tasks(job.id)
         try:
             launches = self._launches(job)
+        except BackendError as exc:  # the backend could not say where the tasks go: as a failed launch
+            self._transition(job.id, JobState.FAILED, "LaunchFailed", str(exc))
+            return
         except ModelplaneError as exc:
             self._transition(job.id, JobState.FAILED, "InvalidSpec", str(exc))
             return
         self._clear_runtime_files(job)
         for t in launches:
-            self.store.put_task(job.id, t.rank, pod_set=t.pod_set, node=t.node, phase=TaskPhase.STARTING.value)
+            self.store.put_task(
+                job.id, t.rank, pod_set=t.pod_set, node=t.node, phase=TaskPhase.STARTING.value
+            )
         try:
             statuses = self.backend.launch(launches)
             LAUNCH_SECONDS.labels(self.backend.name).observe(self.backend.last_launch_seconds)
@@ -270,48 +337,98 @@ class JobController(Controller):
         by_rank = {t.rank: t for t in launches}
         for st in statuses:
             port = by_rank[st.rank].env.get(SERVE_PORT_ENV)
-            self.store.put_task(job.id, st.rank, pod_set=by_rank[st.rank].pod_set, node=by_rank[st.rank].node,
-                                phase=st.phase.value, exit_code=st.exit_code, message=st.message, handle=st.handle,
-                                endpoint=f"http://{_host(st.address)}:{port}" if port else None)
-        self._transition(job.id, JobState.RUNNING, "Started",
-                                  f"{len(launches)} task(s) started by the {self.backend.name} backend",
-                                  expected_version=job.resource_version)
+            chosen = int(port) if port and port != "0" else None  # 0: known once the task reports it
+            self.store.put_task(
+                job.id,
+                st.rank,
+                pod_set=by_rank[st.rank].pod_set,
+                node=by_rank[st.rank].node,
+                phase=st.phase.value,
+                exit_code=st.exit_code,
+                message=st.message,
+                handle=st.handle,
+                endpoint=_endpoint(None, st.address, st.port or chosen),
+            )
+        self._transition(
+            job.id,
+            JobState.RUNNING,
+            "Started",
+            f"{len(launches)} task(s) started by the {self.backend.name} backend",
+            expected_version=job.resource_version,
+        )
 
     def _watch(self, job: JobRecord, node_states: dict[str, NodeState]) -> None:
         known_rows = self.store.list_tasks(job.id)
-        lost_nodes = sorted({t.node for t in known_rows
-                             if node_states.get(t.node) not in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)})
+        lost_nodes = sorted(
+            {
+                t.node
+                for t in known_rows
+                if node_states.get(t.node) not in (NodeState.READY, NodeState.CORDONED, NodeState.DRAINING)
+            }
+        )
         if lost_nodes:
             self.backend.stop(job.id, self.stop_grace)
-            self._transition(job.id, JobState.RECOVERING, "NodeLost",
-                                      f"node(s) {', '.join(lost_nodes)} stopped responding; moving the job")
+            self._transition(
+                job.id,
+                JobState.RECOVERING,
+                "NodeLost",
+                f"node(s) {', '.join(lost_nodes)} stopped responding; moving the job",
+            )
             return
         draining = sorted({t.node for t in known_rows if node_states.get(t.node) is NodeState.DRAINING})
         if draining:
             # A drain (or a spot interruption notice) moves the job the way a preemption does: the
             # notice file lets it checkpoint at a step boundary, then it stops and is placed again
             # elsewhere, without spending a restart.
-            self._transition(job.id, JobState.PREEMPTED, "NodeDraining",
-                             f"node(s) {', '.join(draining)} are draining; checkpointing and moving the job",
-                             expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.PREEMPTED,
+                "NodeDraining",
+                f"node(s) {', '.join(draining)} are draining; checkpointing and moving the job",
+                expected_version=job.resource_version,
+            )
             return
-        known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in known_rows]
+        known = [
+            TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle)
+            for t in known_rows
+        ]
         statuses = self.backend.poll(job.id, known)
         rows = {t.rank: t for t in known_rows}
         for st in statuses:
             row = rows.get(st.rank)
-            # A serving task's address may only be known once it runs (a Kubernetes pod's IP).
-            endpoint = _with_host(row.endpoint, st.address) if row and row.endpoint and st.address else None
-            if row and (row.phase != st.phase.value or row.exit_code != st.exit_code
-                        or (endpoint is not None and endpoint != row.endpoint)):
-                self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
-                                    exit_code=st.exit_code, message=st.message, handle=st.handle or row.handle,
-                                    endpoint=endpoint)
-                if job.kind == "FederatedJob" and row.pod_set != "server" and st.phase in FINISHED_PHASES \
-                        and st.phase is not TaskPhase.SUCCEEDED:
-                    self.store.add_event(job.id, "PartyLost", f"{row.pod_set} (rank {st.rank}) "
-                                         f"{st.message or f'exited with code {st.exit_code}'}; the federation goes on "
-                                         "without it", type="Warning")
+            # A serving task's address may only be known once it runs (a Kubernetes pod's IP), and
+            # its port once it listens (a task that picked its own).
+            endpoint = _endpoint(row.endpoint, st.address, st.port) if row else None
+            if row and (
+                row.phase != st.phase.value
+                or row.exit_code != st.exit_code
+                or (endpoint is not None and endpoint != row.endpoint)
+            ):
+                self.store.put_task(
+                    job.id,
+                    st.rank,
+                    pod_set=row.pod_set,
+                    node=row.node,
+                    phase=st.phase.value,
+                    exit_code=st.exit_code,
+                    message=st.message,
+                    handle=st.handle or row.handle,
+                    endpoint=endpoint,
+                )
+                if (
+                    job.kind == "FederatedJob"
+                    and row.pod_set != "server"
+                    and st.phase in FINISHED_PHASES
+                    and st.phase is not TaskPhase.SUCCEEDED
+                ):
+                    self.store.add_event(
+                        job.id,
+                        "PartyLost",
+                        f"{row.pod_set} (rank {st.rank}) "
+                        f"{st.message or f'exited with code {st.exit_code}'}; the federation goes on "
+                        "without it",
+                        type="Warning",
+                    )
         if job.kind == "FederatedJob":
             self._settle_federation(job, statuses, rows)
             return
@@ -319,11 +436,21 @@ class JobController(Controller):
         if silent or hung:
             self.backend.stop(job.id, self.stop_grace)
             if silent:
-                reason, text = "HeartbeatLost", (f"rank(s) {', '.join(map(str, silent))} sent no heartbeat for "
-                                                 f"over {self.heartbeat_timeout:g} s")
+                reason, text = (
+                    "HeartbeatLost",
+                    (
+                        f"rank(s) {', '.join(map(str, silent))} sent no heartbeat for "
+                        f"over {self.heartbeat_timeout:g} s"
+                    ),
+                )
             else:
-                reason, text = "Hung", (f"rank(s) {', '.join(map(str, hung))} made no training progress for "
-                                        f"over {self.hang_timeout:g} s")
+                reason, text = (
+                    "Hung",
+                    (
+                        f"rank(s) {', '.join(map(str, hung))} made no training progress for "
+                        f"over {self.hang_timeout:g} s"
+                    ),
+                )
             self._transition(job.id, JobState.RECOVERING, reason, text, expected_version=job.resource_version)
             return
         failed = [s for s in statuses if s.phase is TaskPhase.FAILED]
@@ -331,18 +458,31 @@ class JobController(Controller):
         if failed:
             first = min(failed, key=lambda s: s.rank)
             self.backend.stop(job.id, self.stop_grace)
-            self._transition(job.id, JobState.FAILED, "TaskFailed",
-                                      f"rank {first.rank} failed: {first.message or f'exit code {first.exit_code}'}",
-                                      expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.FAILED,
+                "TaskFailed",
+                f"rank {first.rank} failed: {first.message or f'exit code {first.exit_code}'}",
+                expected_version=job.resource_version,
+            )
         elif lost:
             self.backend.stop(job.id, self.stop_grace)
             ranks = ", ".join(str(s.rank) for s in lost)
-            self._transition(job.id, JobState.RECOVERING, "TaskLost",
-                                      f"rank(s) {ranks} vanished without an exit code",
-                                      expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.RECOVERING,
+                "TaskLost",
+                f"rank(s) {ranks} vanished without an exit code",
+                expected_version=job.resource_version,
+            )
         elif statuses and all(s.phase is TaskPhase.SUCCEEDED for s in statuses):
-            self._transition(job.id, JobState.SUCCEEDED, "Completed",
-                                      f"all {len(statuses)} task(s) exited 0", expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.SUCCEEDED,
+                "Completed",
+                f"all {len(statuses)} task(s) exited 0",
+                expected_version=job.resource_version,
+            )
 
     def _settle_federation(self, job: JobRecord, statuses: list[TaskStatus], rows: dict[int, Any]) -> None:
         """A federation survives the loss of parties (secure aggregation completes the round without
@@ -364,27 +504,49 @@ class JobController(Controller):
                     return
             self.backend.stop(job.id, self.stop_grace)
             done = sum(s.phase is TaskPhase.SUCCEEDED for s in parties)
-            self._transition(job.id, JobState.SUCCEEDED, "Completed",
-                             f"the server finished; {done} of {len(parties)} parties to the end",
-                             expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.SUCCEEDED,
+                "Completed",
+                f"the server finished; {done} of {len(parties)} parties to the end",
+                expected_version=job.resource_version,
+            )
         elif st.phase is TaskPhase.FAILED:
             self.backend.stop(job.id, self.stop_grace)
-            self._transition(job.id, JobState.FAILED, "TaskFailed",
-                             f"the federation server (rank {st.rank}) failed: "
-                             f"{st.message or f'exit code {st.exit_code}'}", expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.FAILED,
+                "TaskFailed",
+                f"the federation server (rank {st.rank}) failed: {st.message or f'exit code {st.exit_code}'}",
+                expected_version=job.resource_version,
+            )
         elif st.phase is TaskPhase.LOST:
             self.backend.stop(job.id, self.stop_grace)
-            self._transition(job.id, JobState.RECOVERING, "TaskLost",
-                             f"the federation server (rank {st.rank}) vanished without an exit code",
-                             expected_version=job.resource_version)
+            self._transition(
+                job.id,
+                JobState.RECOVERING,
+                "TaskLost",
+                f"the federation server (rank {st.rank}) vanished without an exit code",
+                expected_version=job.resource_version,
+            )
 
     def _record_final(self, job: JobRecord) -> None:
         rows = self.store.list_tasks(job.id)
-        known = [TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in rows]
+        known = [
+            TaskStatus(job.id, t.rank, TaskPhase(t.phase), t.exit_code, t.message, t.handle) for t in rows
+        ]
         if not known:
             return
         for st in self.backend.poll(job.id, known):
             row = next((r for r in rows if r.rank == st.rank), None)
             if row and st.phase in FINISHED_PHASES:
-                self.store.put_task(job.id, st.rank, pod_set=row.pod_set, node=row.node, phase=st.phase.value,
-                                    exit_code=st.exit_code, message=st.message, handle=row.handle)
+                self.store.put_task(
+                    job.id,
+                    st.rank,
+                    pod_set=row.pod_set,
+                    node=row.node,
+                    phase=st.phase.value,
+                    exit_code=st.exit_code,
+                    message=st.message,
+                    handle=row.handle,
+                )

@@ -158,8 +158,10 @@ def replica_task_command(manifest: InferenceDeployment, model_path: str | Path) 
 
     ``spec.template.command`` names the serving runtime and its tuning flags (``python -m
     modelplane.serve.replica --max-batch-size 16``); the controller adds ``--model-name`` and
-    ``--model-path``, and the port comes from ``$MODELPLANE_PORT``, chosen at launch. A command that
-    is not the replica runtime is run as written (a custom server must read ``$MODELPLANE_PORT``).
+    ``--model-path``, and the port comes from ``$MODELPLANE_PORT``: chosen at launch, or 0 where the
+    backend lets tasks pick their own (Ray), the bound port then reported through
+    ``$MODELPLANE_ADDRESS_FILE``. A command that is not the replica runtime is run as written (a
+    custom server must bind ``$MODELPLANE_PORT`` and, when it is 0, write ``{"port": N}`` there).
     """
     cmd = list(manifest.spec.template.command)
     if REPLICA_MODULE in cmd and "--model-path" not in cmd:

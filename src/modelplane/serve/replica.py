@@ -9,6 +9,12 @@ Endpoints (KServe v2 paths, JSON body simplified to rows):
 
 On SIGTERM the replica turns unready, stops accepting connections, finishes every request already
 received (uvicorn waits for open connections; the batcher runs what is queued), then exits.
+
+Port 0 asks the kernel for a free port on the replica's own machine (a port the control plane
+found free on its host says nothing about a Ray node's). Once it listens -- the model loaded --
+the replica writes ``{"host": ..., "port": ...}`` to ``--address-file`` (default
+``$MODELPLANE_ADDRESS_FILE``, set by the backends that read it back), which is how the job
+controller learns the endpoint the gateway routes to.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from modelplane.backends.base import ADDRESS_FILE_ENV
 from modelplane.core.errors import ModelplaneError
 from modelplane.serve.batching import BatchingConfig, DynamicBatcher
 from modelplane.serve.errors import BadInput, ModelNotFound, Overloaded
@@ -74,7 +83,9 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        model = await asyncio.to_thread(OnnxModel, config.model_path, intra_op_threads=config.intra_op_threads)
+        model = await asyncio.to_thread(
+            OnnxModel, config.model_path, intra_op_threads=config.intra_op_threads
+        )
         state.batcher = DynamicBatcher(model.run, config.batching, on_batch=state.metrics.on_batch)
         state.batcher.start()
         state.model = model
@@ -86,12 +97,16 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": state.ready, "draining": state.draining}, status_code=200 if state.ready else 503)
+        return JSONResponse(
+            {"ready": state.ready, "draining": state.draining}, status_code=200 if state.ready else 503
+        )
 
     def _check_name(request: Request) -> OnnxModel:
         name = request.path_params["name"]
         if name != config.model_name:
-            raise ModelNotFound(f"model {name!r} is not served here", hint=f"this replica serves {config.model_name!r}")
+            raise ModelNotFound(
+                f"model {name!r} is not served here", hint=f"this replica serves {config.model_name!r}"
+            )
         if state.model is None:
             raise ModelNotFound("the model is still loading", hint="wait for /v2/health/ready")
         return state.model
@@ -102,7 +117,12 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
         except ModelplaneError as exc:
             return error_response(exc)
         spec = model.input
-        return JSONResponse({"name": config.model_name, "input": {"name": spec.name, "row_shape": list(spec.row_shape), "dtype": spec.dtype}})
+        return JSONResponse(
+            {
+                "name": config.model_name,
+                "input": {"name": spec.name, "row_shape": list(spec.row_shape), "dtype": spec.dtype},
+            }
+        )
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
@@ -112,9 +132,15 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
             try:
                 body = json.loads(await request.body())
             except json.JSONDecodeError as exc:
-                raise BadInput(f"request body is not JSON: {exc}", hint='send {"inputs": [[...], ...]}') from exc
+                raise BadInput(
+                    f"request body is not JSON: {exc}", hint='send {"inputs": [[...], ...]}'
+                ) from exc
             if not isinstance(body, dict) or "inputs" not in body:
-                raise BadInput("request body has no 'inputs'", hint=f'send {{"inputs": rows}} shaped {model.input.describe()}', field="inputs")
+                raise BadInput(
+                    "request body has no 'inputs'",
+                    hint=f'send {{"inputs": rows}} shaped {model.input.describe()}',
+                    field="inputs",
+                )
             rows = model.coerce(body["inputs"])
             assert state.batcher is not None
             state.metrics.pending.labels(config.model_name).inc()
@@ -126,7 +152,9 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
             state.metrics.request_failure.labels(config.model_name).inc()
             return error_response(exc)
         labels.inc()
-        state.metrics.request_duration_us.labels(config.model_name).observe((time.perf_counter() - started) * 1e6)
+        state.metrics.request_duration_us.labels(config.model_name).observe(
+            (time.perf_counter() - started) * 1e6
+        )
         return JSONResponse({"model": config.model_name, "outputs": out.tolist()})
 
     async def metrics(request: Request) -> Response:
@@ -146,19 +174,50 @@ def create_replica_app(config: ReplicaConfig) -> Starlette:
     return app
 
 
-def serve_replica(config: ReplicaConfig, *, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s: float = 30.0) -> None:
-    """Run a replica until SIGTERM/SIGINT, then drain: unready at once, finish in-flight requests, exit."""
+def write_address(path: str, host: str, port: int) -> None:
+    """Report where the replica listens: written whole (rename) so a reader never sees half of it."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"host": host, "port": port}, fh)
+    os.replace(tmp, path)
+
+
+def serve_replica(
+    config: ReplicaConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    drain_timeout_s: float = 30.0,
+    address_file: str | None = None,
+) -> None:
+    """Run a replica until SIGTERM/SIGINT, then drain: unready at once, finish in-flight requests, exit.
+
+    ``port`` 0: the kernel picks one; ``address_file`` receives the address bound once the model is
+    loaded and the socket listens (see the module docstring)."""
     import uvicorn
 
     app = create_replica_app(config)
 
     class _DrainingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and address_file:
+                bound = self.servers[0].sockets[0].getsockname()
+                write_address(address_file, str(bound[0]), int(bound[1]))
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.state.replica.draining = True
             super().handle_exit(sig, frame)
 
     server = _DrainingServer(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(drain_timeout_s), access_log=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=int(drain_timeout_s),
+            access_log=False,
+        )
     )
     server.run()
     if not server.started:  # the model did not load (or the port was taken): a failure, as uvicorn.run says
@@ -168,32 +227,52 @@ def serve_replica(config: ReplicaConfig, *, host: str = "127.0.0.1", port: int =
 def main(argv: list[str] | None = None) -> None:
     """``python -m modelplane.serve.replica --model-name m --model-path m.onnx --port 8000``."""
     import argparse
-    import os
 
     p = argparse.ArgumentParser(description="Serve one ONNX model with dynamic batching")
     p.add_argument("--model-name", required=True)
     p.add_argument("--model-path", required=True)
-    p.add_argument("--host", default=None,
-                   help="default: $MODELPLANE_HOST (a remote backend sets its node's address), else 127.0.0.1")
-    p.add_argument("--port", type=int, default=None,
-                   help="default: $MODELPLANE_PORT (the control plane picks it), else 8000")
+    p.add_argument(
+        "--host",
+        default=None,
+        help="default: $MODELPLANE_HOST (a remote backend sets its node's address), else 127.0.0.1",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="0: any free port; default: $MODELPLANE_PORT (the control plane's pick, or 0), else 8000",
+    )
+    p.add_argument(
+        "--address-file",
+        default=None,
+        help=f"where to write the address bound, once ready (default: ${ADDRESS_FILE_ENV})",
+    )
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     p.add_argument("--max-queue-rows", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     cfg = ReplicaConfig(
-        a.model_name, a.model_path,
-        BatchingConfig(a.max_batch_size, a.max_queue_delay_ms / 1000.0, max(a.max_queue_rows, a.max_batch_size)),
+        a.model_name,
+        a.model_path,
+        BatchingConfig(
+            a.max_batch_size, a.max_queue_delay_ms / 1000.0, max(a.max_queue_rows, a.max_batch_size)
+        ),
         a.threads,
     )
     port = a.port if a.port is not None else _env_port()
-    serve_replica(cfg, host=a.host or os.environ.get("MODELPLANE_HOST") or "127.0.0.1", port=port)
+    if not 0 <= port < 65536:
+        p.error(f"port {port} is out of range (0-65535; 0 picks a free one)")
+    serve_replica(
+        cfg,
+        host=a.host or os.environ.get("MODELPLANE_HOST") or "127.0.0.1",
+        port=port,
+        address_file=a.address_file or os.environ.get(ADDRESS_FILE_ENV) or None,
+    )
 
 
 def _env_port() -> int:
-    """The port the job controller chose for this task and recorded as its endpoint."""
-    import os
+    """The port the job controller chose for this task (0: the replica picks and reports it)."""
     import sys
 
     text = os.environ.get("MODELPLANE_PORT", "8000")
@@ -206,4 +285,4 @@ def _env_port() -> int:
 if __name__ == "__main__":
     main()
 
-__all__ = ["ReplicaConfig", "create_replica_app", "error_response", "main", "serve_replica"]
+__all__ = ["ReplicaConfig", "create_replica_app", "error_response", "main", "serve_replica", "write_address"]
