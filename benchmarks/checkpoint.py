@@ -26,6 +26,13 @@ CPU-only machine shares the two cores with the write. Per-round ratios pair each
 baseline of its round. Inline saves are bound by the memory copy when it is slower than the disk
 (``snapshot_copy_gb_s``).
 
+"Previous writer" is the default mode with the writer as it was before the I/O thread and the
+grouped fsync (``io_queue=0, group_fsync=False``: each 64 MiB batch written inline between the
+Python work that gathers the next, and the data file, ``.metadata`` and extras each fsynced on
+their own); it is saved right beside the default in every round, the two in alternating order,
+so both see the same disk and the same load. On a shared machine single saves swing by 2x: read
+the medians of the per-round ratios (each save against its own round's raw baseline).
+
 Model: a stack of Linear layers (default 100M parameters, 400 MB fp32) plus Adam state (2x), so
 about 1.2 GB of state. Every write is fsynced (raw baselines included) unless --no-fsync. The load
 average before and after the run is in the output: timings on a shared machine drift with it.
@@ -158,6 +165,9 @@ def main() -> None:
     copy_mgr = CheckpointManager(
         str(root / "copy"), keep_last=2, asynchronous=True, write_from_live=False, fsync=fsync
     ).track(model=model, optimizer=opt)
+    prev_mgr = CheckpointManager(
+        str(root / "previous"), keep_last=2, asynchronous=True, fsync=fsync, io_queue=0, group_fsync=False
+    ).track(model=model, optimizer=opt)
 
     def torch_save(i: int) -> float:
         t0 = time.perf_counter()
@@ -175,6 +185,8 @@ def main() -> None:
     overlap_mgr.wait()
     copy_mgr.save(0)
     copy_mgr.wait()
+    prev_mgr.save(0)
+    prev_mgr.wait()
     load_before = os.getloadavg()
     ts_times, sync_times, blocking, totals, overlap_blocking = [], [], [], [], []
     default_totals: list[float] = []
@@ -186,6 +198,10 @@ def main() -> None:
     raw_buffered: list[float] = []
     raw_direct: list[float] = []
     step_plain, step_overlapped = [], []
+    prev_totals: list[float] = []
+    prev_ratio: list[float] = []  # previous writer against a raw baseline taken right before it
+    new_ratio: list[float] = []  # the default against a raw baseline taken right before it
+    load_rounds: list[float] = []
     for i in range(a.repeats):  # interleaved, so disk-cache drift on a shared machine hits all alike
         bw = raw_write(root / "raw.bin", nbytes, fsync, direct=False)
         if bw:
@@ -204,10 +220,19 @@ def main() -> None:
         async_mgr.wait()
         blocking.append(rec.blocking_s)
         totals.append(rec.total_s or 0.0)
-        # the default, alone: save call until the manifest is durable
-        rec3 = overlap_mgr.save(10 * i + 2)
-        overlap_mgr.wait()
-        default_totals.append(rec3.total_s or 0.0)
+        # the default, alone (save call until the manifest is durable), and the previous writer,
+        # each right after a raw baseline of its own, in alternating order
+        for which in ("new", "prev") if i % 2 == 0 else ("prev", "new"):
+            mgr = overlap_mgr if which == "new" else prev_mgr
+            bw = raw_write(root / "raw.bin", nbytes, fsync, direct=True) or raw_write(
+                root / "raw.bin", nbytes, fsync, direct=False
+            )
+            rec3 = mgr.save(10 * i + 2)
+            mgr.wait()
+            (default_totals if which == "new" else prev_totals).append(rec3.total_s or 0.0)
+            if bw:
+                (new_ratio if which == "new" else prev_ratio).append(nbytes / (rec3.total_s or 1.0) / bw)
+        load_rounds.append(os.getloadavg()[0])
         rec4 = copy_mgr.save(10 * i + 2)
         copy_mgr.wait()
         copy_totals.append(rec4.total_s or 0.0)
@@ -230,9 +255,11 @@ def main() -> None:
             f"{totals[-1]:.2f} s, default commit {default_totals[-1]:.2f} s (overlapped copy "
             f"{copy_totals[-1]:.2f} s), beside a step: default blocking {overlap_blocking[-1]:.3f} s / "
             f"commit {training_totals[-1]:.2f} s, overlapped copy blocking {copy_blocking[-1]:.3f} s / commit "
-            f"{copy_training_totals[-1]:.2f} s"
+            f"{copy_training_totals[-1]:.2f} s; default/raw {new_ratio[-1]:.3f} vs previous writer "
+            f"{prev_ratio[-1]:.3f} (load {load_rounds[-1]:.1f})"
         )
     sync_mgr.close()
+    prev_mgr.close()
     overlap_mgr.close()
     copy_mgr.close()
     raw_buffered_bw = statistics.median(raw_buffered)
@@ -308,6 +335,13 @@ def main() -> None:
         "async_write_gb_s": round(tput(default_totals) / 1e9, 3),
         "ratio_async_throughput_to_raw_disk": round(tput(default_totals) / raw_bw, 3),
         "ratio_async_throughput_to_raw_disk_per_round": [round(x, 3) for x in round_tput],
+        # robust to drift: each save against the raw baseline taken right before it
+        "ratio_async_throughput_to_adjacent_raw_median": round(med(new_ratio), 3),
+        "ratio_async_throughput_to_adjacent_raw_each": [round(x, 3) for x in new_ratio],
+        "previous_writer_commit_s": round(med(prev_totals), 3),
+        "ratio_previous_writer_throughput_to_adjacent_raw_median": round(med(prev_ratio), 3),
+        "ratio_previous_writer_throughput_to_adjacent_raw_each": [round(x, 3) for x in prev_ratio],
+        "load_avg_1m_each_round": [round(x, 2) for x in load_rounds],
         "ratio_async_throughput_to_raw_buffered": round(tput(default_totals) / raw_buffered_bw, 3),
         "default_commit_while_training_s": round(med(training_totals), 3),
         "ratio_throughput_while_training_to_raw_disk": round(tput(training_totals) / raw_bw, 3),

@@ -20,8 +20,9 @@ def test_save_and_resume_through_s3(s3_server: Any) -> None:
     fs.mkdir(bucket)
     url = f"s3://{bucket}/job"
     job = _job()
-    mgr = CheckpointManager(url, storage_options=opts).track(model=job[0], optimizer=job[1], scheduler=job[2],
-                                                             data=job[3])
+    mgr = CheckpointManager(url, storage_options=opts).track(
+        model=job[0], optimizer=job[1], scheduler=job[2], data=job[3]
+    )
     _train(*job, steps=3)
     mgr.save(3)
     _train(*job, steps=2)
@@ -33,8 +34,9 @@ def test_save_and_resume_through_s3(s3_server: Any) -> None:
     assert fs.exists(f"{bucket}/job/step-000000000005/MANIFEST.json")
 
     fresh = _job(seed=1)
-    mgr2 = CheckpointManager(url, storage_options=opts).track(model=fresh[0], optimizer=fresh[1],
-                                                               scheduler=fresh[2], data=fresh[3])
+    mgr2 = CheckpointManager(url, storage_options=opts).track(
+        model=fresh[0], optimizer=fresh[1], scheduler=fresh[2], data=fresh[3]
+    )
     assert mgr2.resume() == 5
     for a, b in zip(job[0].parameters(), fresh[0].parameters(), strict=True):
         assert torch.equal(a, b)
