@@ -23,7 +23,13 @@ request to another deployment, are blocked (they are not in the pair set, see ``
 
 Prints one JSON object; ``--misses`` lists the held-out attacks the filter lets through (stderr).
 
+``--cv`` touches no held-out sample: it prints the grouped 5-fold CV figures, on the training split
+only, of each candidate text model (``CV_CANDIDATES``) — the figures the shipped choice was made
+on — and the benign training prompts that score highest out of fold (the tail that sets the 1%
+false-positive threshold).
+
     PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py [--retrain] [--misses]
+    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv [--candidates NAME ...]
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from modelplane.serve.guards.injection import (
     is_test_group,
 )
 from modelplane.serve.guards.pairs import pair_samples
+from modelplane.serve.guards.shape import ALL_FEATURES
 
 DATA = "../shared/data/datasets/cyberseceval-prompt-injection"
 
@@ -177,6 +184,60 @@ def with_system_prompt(text_clf: InjectionClassifier, ctx_clf: InjectionClassifi
     return out
 
 
+_OLD_BLOCKS = InjectionClassifier.CONTEXT_BLOCKS  # the text model's blocks before the folded one
+_STRUCTURE = ("latin_share", "mixed_scripts", "newlines", "quotes", "imperative_lines", "colons")
+CV_CANDIDATES: dict[str, dict[str, object]] = {
+    "char_wb+word (previous)": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ()},
+    "char_wb+word+folded (shipped)": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": ()},
+    "char_wb+word+shape": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ALL_FEATURES},
+    "char_wb+word+folded+shape": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": ALL_FEATURES},
+    # without length and question marks (artefacts of how the benign set was made: see injection.py)
+    "char_wb+word+folded+structure": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": _STRUCTURE},
+}
+
+
+def cross_validation(names: list[str], tail: int) -> dict[str, object]:
+    """Grouped 5-fold CV of each candidate on the training split (the held-out split is not read)."""
+    from sklearn.metrics import roc_auc_score
+
+    from modelplane.serve.guards.injection import RegexRules
+
+    train = [s for s in all_samples(DATA) if not is_test_group(s.group)]
+    y = np.array([s.label for s in train])
+    rule_hit = np.array([bool(RegexRules().matches(s.text)) for s in train])
+    out: dict[str, object] = {
+        "split": "training side only, GroupKFold(5) by group",
+        "train_attacks": int(y.sum()),
+        "train_benign": int((y == 0).sum()),
+    }
+    for name in names:
+        cls = type("Candidate", (InjectionClassifier,), dict(CV_CANDIDATES[name]))
+        t0 = time.perf_counter()
+        p = cls.cv_scores(train)
+        combined = np.where(rule_hit, 1.0, p)
+        thr = float(np.quantile(combined[y == 0], 0.99, method="higher")) + 1e-6
+        pred = combined >= thr
+        fam_n = collections.Counter(s.language != "English" for s in train if s.label == 1)
+        fam_hit = collections.Counter(
+            s.language != "English" for s, q in zip(train, pred, strict=True) if s.label == 1 and q
+        )
+        out[name] = {
+            "classifier_recall_at_1pct_fpr": round(recall_at_fpr(p, y, 0.01), 4),
+            "combined_recall_at_1pct_fpr": round(recall_at_fpr(combined, y, 0.01), 4),
+            "combined_auc": round(float(roc_auc_score(y, combined)), 4),
+            "combined_recall_english_at_cv_threshold": round(fam_hit[False] / fam_n[False], 4),
+            "combined_recall_translated_at_cv_threshold": round(fam_hit[True] / fam_n[True], 4),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if tail:
+            order = np.argsort(-combined)
+            out[name]["highest_benign"] = [  # type: ignore[index]
+                f"{combined[i]:.3f} {train[i].group}: {train[i].text[:100]}" for i in order if y[i] == 0
+            ][:tail]
+        print(f"cv/{name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
@@ -187,7 +248,17 @@ def main() -> None:
     ap.add_argument(
         "--misses", action="store_true", help="print the held-out attacks the combined filter misses"
     )
+    ap.add_argument(
+        "--cv", action="store_true", help="grouped CV of the candidates on the training split only"
+    )
+    ap.add_argument("--candidates", nargs="*", default=list(CV_CANDIDATES), choices=list(CV_CANDIDATES))
+    ap.add_argument(
+        "--tail", type=int, default=15, help="with --cv: how many top-scoring benign prompts to list"
+    )
     a = ap.parse_args()
+    if a.cv:
+        print(json.dumps({"benchmark": "guard_eval_cv", **cross_validation(a.candidates, a.tail)}, indent=1))
+        return
     samples = all_samples(DATA)
     train = [s for s in samples if not is_test_group(s.group)]
     test = [s for s in samples if is_test_group(s.group)]

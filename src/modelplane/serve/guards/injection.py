@@ -1,10 +1,13 @@
 # ruff: noqa: RUF001  (prompts and rules in 17 languages: their letters are meant)
 """Input filter against prompt injection: regex rules plus a small offline classifier.
 
-The classifier is a logistic regression over two TF-IDF blocks: character n-grams (1-5,
-word-bounded, so it reads the 17 languages of the machine-translated attacks without a tokenizer)
-and word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
-discussion" that character grams blur). It is trained in this repository from CyberSecEval's
+The classifier is a logistic regression over three TF-IDF blocks: character n-grams (1-5,
+word-bounded, so it reads the 17 languages of the machine-translated attacks without a tokenizer),
+word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
+discussion" that character grams blur), and character n-grams of the text folded to Latin letters
+(``textgrams.fold_to_latin``: a loanword such as "password" or "instructions" then shares grams
+across scripts). The format can also carry language-agnostic shape features (``shape.py``); the
+shipped model uses none (see ``InjectionClassifier.SHAPE``). It is trained in this repository from CyberSecEval's
 prompt-injection cases and our benign sets (``benign.py``, ``benign_pairs.py``) and stored as
 JSON (terms, idf, weights, threshold) — no pickle, nothing fetched from a hub. Train it (and the
 context model of ``context.py``, which also reads the deployment's system prompt) with
@@ -35,15 +38,21 @@ from modelplane.serve.errors import ModelValidationFailed
 from modelplane.serve.guards.base import Action, GuardDecision
 from modelplane.serve.guards.benign import benign_prompts
 from modelplane.serve.guards.context import DENSE_FEATURES, SystemPromptContext, common_words
-from modelplane.serve.guards.textgrams import WORD_TOKEN, char_wb_ngrams, word_ngrams
+from modelplane.serve.guards.shape import ALL_FEATURES as SHAPE_FEATURES
+from modelplane.serve.guards.shape import shape_features
+from modelplane.serve.guards.textgrams import WORD_TOKEN, char_wb_ngrams, fold_to_latin, word_ngrams
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("models") / "injection_tfidf_lr.json.gz"
 # The same model plus features of (system prompt, request), for deployments whose spec carries a
 # system prompt (``context.py``); trained on pairs (``pairs.py``).
 DEFAULT_CONTEXT_MODEL_PATH = Path(__file__).with_name("models") / "injection_context_lr.json.gz"
 CYBERSECEVAL_FILES = ("prompt_injection.json", "prompt_injection_multilingual_machine_translated.json")
-FORMAT = "modelplane-injection-tfidf-lr/3"
-_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", FORMAT)
+# /4 adds the folded char block and the shape features; a model without them is still written as /3
+# (so the context model's file is unchanged), and a reader of /3 refuses a /4 file rather than
+# silently scoring it without the parts it does not know.
+FORMAT = "modelplane-injection-tfidf-lr/4"
+_FORMAT_3 = "modelplane-injection-tfidf-lr/3"
+_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, FORMAT)
 
 # High-precision phrasings of known attack families; the regex-only baseline in
 # benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
@@ -221,22 +230,37 @@ class RegexRules:
         return [name for name, rx in self.rules if rx.search(text)]
 
 
-def _token_pattern(analyzer: str) -> dict[str, str]:
-    return {"token_pattern": WORD_TOKEN} if analyzer == "word" else {}
+ANALYZERS = ("char_wb", "word", "char_wb_folded", "overlap")
+
+
+def _fold_lowered(text: str) -> str:
+    """The folded block's preprocessing for scikit-learn (the fast path folds the lowered text)."""
+    return fold_to_latin(text.lower())
+
+
+def _vectorizer_args(analyzer: str) -> dict[str, Any]:
+    """``TfidfVectorizer`` arguments that make scikit-learn's analyzer match ``FeatureBlock.grams``."""
+    if analyzer == "word":
+        return {"analyzer": "word", "lowercase": True, "token_pattern": WORD_TOKEN}
+    if analyzer == "char_wb_folded":
+        return {"analyzer": "char_wb", "preprocessor": _fold_lowered}
+    return {"analyzer": analyzer, "lowercase": True}
 
 
 @dataclass(frozen=True)
 class FeatureBlock:
     """One TF-IDF vectorizer (sublinear tf, l2 norm) and its slice of the linear model's weights."""
 
-    analyzer: str  # "char_wb", "word", or "overlap" (grams handed in: words shared with the system prompt)
+    # "char_wb", "word", "char_wb_folded" (char_wb over ``fold_to_latin`` of the text), or "overlap"
+    # (grams handed in: words shared with the system prompt)
+    analyzer: str
     ngram_range: tuple[int, int]
     terms: tuple[str, ...]
     idf: np.ndarray
     coef: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.analyzer not in ("char_wb", "word", "overlap"):
+        if self.analyzer not in ANALYZERS:
             raise ModelValidationFailed(f"unknown analyzer {self.analyzer!r}", hint="retrain the classifier")
         if not len(self.terms) == len(self.idf) == len(self.coef):
             raise ModelValidationFailed("terms, idf and coef differ in length", hint="retrain the classifier")
@@ -250,19 +274,22 @@ class FeatureBlock:
         if self.analyzer == "overlap":
             raise ValueError("an overlap block's grams come from the system prompt: use contribution_of")
         lo, hi = self.ngram_range
+        if self.analyzer == "char_wb_folded":
+            return char_wb_ngrams(fold_to_latin(lowered), lo, hi)
         return char_wb_ngrams(lowered, lo, hi) if self.analyzer == "char_wb" else word_ngrams(lowered, lo, hi)
 
     def contribution(self, lowered: str) -> float:
         """x . coef for this block's l2-normalised TF-IDF vector x of ``lowered``."""
         return self.contribution_of(self.grams(lowered))
 
-    def contribution_of(self, grams: list[str]) -> float:
-        """x . coef for the l2-normalised TF-IDF vector of a list of grams."""
+    def contribution_of(self, grams: list[str] | Counter[str]) -> float:
+        """x . coef for the l2-normalised TF-IDF vector of a list of grams (or their counts)."""
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
         idf: list[float] = self._idf  # type: ignore[attr-defined]
         coef: list[float] = self._coef  # type: ignore[attr-defined]
         dot = sq = 0.0
-        for g, c in Counter(grams).items():  # counting in C, one lookup per distinct gram
+        counts = grams if isinstance(grams, Counter) else Counter(grams)  # counting in C
+        for g, c in counts.items():  # one lookup per distinct gram
             i = index.get(g)
             if i is None:
                 continue
@@ -275,12 +302,10 @@ class FeatureBlock:
         """The equivalent fitted ``TfidfVectorizer`` (the reference the fast path is tested against)."""
         text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
         vec = text_mod.TfidfVectorizer(
-            analyzer=self.analyzer,
             ngram_range=self.ngram_range,
             sublinear_tf=True,
-            lowercase=True,
             vocabulary={t: i for i, t in enumerate(self.terms)},
-            **_token_pattern(self.analyzer),
+            **_vectorizer_args(self.analyzer),
         )
         vec.idf_ = np.asarray(self.idf, dtype=np.float64)
         return vec
@@ -321,14 +346,28 @@ class InjectionClassifier:
     # 0.616 (0.656 with the rules); weighting samples to balance languages gave 0.445 (not used).
     # With the second multilingual benign set and the in-domain requests: 0.662 (0.698 with the
     # rules); NB-SVM weighting 0.479, all char n-grams instead of the top 50,000 0.643 (not used).
-    BLOCKS: tuple[dict[str, Any], ...] = (
+    CONTEXT_BLOCKS: tuple[dict[str, Any], ...] = (
         {"analyzer": "char_wb", "ngram_range": (1, 5), "max_features": 50000},
         {"analyzer": "word", "ngram_range": (1, 3), "max_features": None},
+    )
+    # The text-only model adds char_wb 1-5 over the text folded to Latin letters (textgrams.py):
+    # same CV, recall at 1% FPR with the rules 0.706 -> 0.745, AUC 0.970 -> 0.973
+    # (benchmarks/guard_eval.py --cv prints every candidate).
+    # The context model keeps CONTEXT_BLOCKS: its held-out figures have been seen, so it is not
+    # re-tuned.
+    BLOCKS: tuple[dict[str, Any], ...] = (
+        *CONTEXT_BLOCKS,
+        {"analyzer": "char_wb_folded", "ngram_range": (1, 5), "max_features": 50000},
     )
     C = 10.0
     # Context models: also weigh each word the request shares with the system prompt. Off: in grouped
     # CV on the training split it gave recall at 1% FPR 0.627 against 0.642 for the dense features alone.
     OVERLAP_BLOCK = False
+    # Language-agnostic features of shape.py for the text-only model: none. In the same CV all eight
+    # gave 0.771 (the folded block alone 0.745), but the gain came from length and question marks
+    # (without them: 0.737), which tell CyberSecEval's attacks from our hand-written benign set
+    # rather than an attack from a request: a long pasted document would be pushed towards a block.
+    SHAPE: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -337,7 +376,14 @@ class InjectionClassifier:
         threshold: float,
         dense_coef: tuple[float, ...] | None = None,
         common: frozenset[str] = frozenset(),
+        shape: tuple[tuple[str, float], ...] | None = None,
     ) -> None:
+        unknown = [n for n, _ in shape or () if n not in SHAPE_FEATURES]
+        if unknown:
+            raise ModelValidationFailed(
+                f"unknown shape features {unknown} (known: {list(SHAPE_FEATURES)})",
+                hint="retrain: python -m modelplane.serve.guards.injection train",
+            )
         if dense_coef is not None and len(dense_coef) != len(DENSE_FEATURES):
             raise ModelValidationFailed(
                 f"{len(dense_coef)} context weights for {len(DENSE_FEATURES)} context features",
@@ -348,6 +394,10 @@ class InjectionClassifier:
         self.threshold = threshold
         self.dense_coef = dense_coef
         self.common = common  # words of many system prompts (context.common_words), not counted as overlap
+        # (feature of shape.py, weight) of the text-only model; None without shape features
+        self.shape = shape
+        self.shape_names = tuple(n for n, _ in shape or ())
+        self.shape_coef = tuple(w for _, w in shape or ())
         self._sklearn: list[Any] | None = None
 
     @property
@@ -357,13 +407,25 @@ class InjectionClassifier:
     def logit(self, text: str, context: SystemPromptContext | None = None) -> float:
         lowered = text.lower()
         z = self.intercept
+        # Text without letters to fold (most English) has the same folded and plain char grams:
+        # they are counted once for both char blocks.
+        counted: dict[tuple[bool, tuple[int, int], str], Counter[str]] = {}
         for b in self.blocks:
             if b.analyzer != "overlap":
-                z += b.contribution(lowered)
+                source = fold_to_latin(lowered) if b.analyzer == "char_wb_folded" else lowered
+                key = (b.analyzer == "word", b.ngram_range, source)
+                counts = counted.get(key)
+                if counts is None:
+                    counts = counted[key] = Counter(b.grams(lowered))
+                z += b.contribution_of(counts)
             elif context is not None:
                 z += b.contribution_of(context.overlap_words(lowered))
         if self.dense_coef is not None and context is not None:
             z += sum(w * v for w, v in zip(self.dense_coef, context.dense(lowered), strict=True))
+        if self.shape_names:
+            z += sum(
+                w * v for w, v in zip(self.shape_coef, shape_features(text, self.shape_names), strict=True)
+            )
         return z
 
     def score(self, text: str, context: SystemPromptContext | None = None) -> float:
@@ -392,6 +454,8 @@ class InjectionClassifier:
         z = np.full(len(texts), self.intercept)
         for b, vec in zip(self.blocks, self._sklearn, strict=True):
             z += np.asarray(vec.transform(texts) @ b.coef).ravel()
+        if self.shape_names:
+            z += np.array([shape_features(t, self.shape_names) for t in texts]) @ np.asarray(self.shape_coef)
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
     @classmethod
@@ -401,20 +465,24 @@ class InjectionClassifier:
         y: np.ndarray,
         seed: int,
         system_prompts: list[str] | None = None,
-    ) -> tuple[list[FeatureBlock], float, tuple[float, ...] | None, frozenset[str]]:
+    ) -> tuple[
+        list[FeatureBlock],
+        float,
+        tuple[float, ...] | None,
+        frozenset[str],
+        tuple[tuple[str, float], ...] | None,
+    ]:
         text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
         lm = require("sklearn.linear_model", package="scikit-learn")
         sparse = require("scipy.sparse", package="scipy")
-        specs = list(cls.BLOCKS)
+        specs = list(cls.CONTEXT_BLOCKS if system_prompts is not None else cls.BLOCKS)
         vecs = [
             text_mod.TfidfVectorizer(
-                analyzer=b["analyzer"],
                 ngram_range=tuple(b["ngram_range"]),
                 min_df=2,
                 max_features=b["max_features"],
                 sublinear_tf=True,
-                lowercase=True,
-                **_token_pattern(b["analyzer"]),
+                **_vectorizer_args(b["analyzer"]),
             )
             for b in specs
         ]
@@ -436,6 +504,9 @@ class InjectionClassifier:
             mats.append(
                 sparse.csr_matrix(np.array([c.dense(t) for c, t in zip(contexts, lowered, strict=True)]))
             )
+        shape_names = cls.SHAPE if system_prompts is None else ()
+        if shape_names:
+            mats.append(sparse.csr_matrix(np.array([shape_features(t, shape_names) for t in texts])))
         x = sparse.hstack(mats).tocsr()
         clf = lm.LogisticRegression(C=cls.C, class_weight="balanced", max_iter=3000, random_state=seed)
         clf.fit(x, y)
@@ -455,7 +526,8 @@ class InjectionClassifier:
             )
             at += n
         dense = tuple(float(w) for w in coef[at:]) if system_prompts is not None else None
-        return blocks, float(clf.intercept_[0]), dense, common
+        shape = tuple(zip(shape_names, (float(w) for w in coef[at:]), strict=True)) if shape_names else None
+        return blocks, float(clf.intercept_[0]), dense, common, shape
 
     @classmethod
     def train(
@@ -463,25 +535,38 @@ class InjectionClassifier:
     ) -> InjectionClassifier:
         """Fit on ``samples`` (with their system prompts when ``context``); the threshold is the
         (1 - target_fpr) quantile of grouped-CV benign scores."""
+        texts = [s.text for s in samples]
+        prompts = [s.system_prompt for s in samples] if context else None
+        y = np.array([s.label for s in samples])
+        cv_scores = cls.cv_scores(samples, seed=seed, context=context)
+        benign = np.sort(cv_scores[y == 0])
+        threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
+        blocks, b0, dense, common, shape = cls._fit(texts, y, seed, prompts)
+        return cls(blocks, b0, threshold, dense, common, shape)
+
+    @classmethod
+    def cv_scores(cls, samples: list[Sample], *, seed: int = 0, context: bool = False) -> np.ndarray:
+        """Out-of-fold probabilities of grouped 5-fold CV over ``samples`` (GroupKFold by group, so
+        an attack's translations stay in one fold). Thresholds and every choice of features and
+        hyperparameters are made on these, on the training split only."""
         ms = require("sklearn.model_selection", package="scikit-learn")
         texts = [s.text for s in samples]
         prompts = [s.system_prompt for s in samples] if context else None
         y = np.array([s.label for s in samples])
         groups = [s.group for s in samples]
-        cv_scores = np.zeros(len(texts))
+        out = np.zeros(len(texts))
         for tr, te in ms.GroupKFold(n_splits=5).split(texts, y, groups):
             sub = [prompts[i] for i in tr] if prompts is not None else None
-            blocks, b0, dense, common = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
+            blocks, b0, dense, common, shape = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
             held = [prompts[i] for i in te] if prompts is not None else None
-            cv_scores[te] = cls(blocks, b0, 0.5, dense, common).scores([texts[i] for i in te], held)
-        benign = np.sort(cv_scores[y == 0])
-        threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
-        blocks, b0, dense, common = cls._fit(texts, y, seed, prompts)
-        return cls(blocks, b0, threshold, dense, common)
+            fold_clf = cls(blocks, b0, 0.5, dense, common, shape)
+            out[te] = fold_clf.scores([texts[i] for i in te], held)
+        return out
 
     def to_json(self) -> str:
+        v4 = self.shape is not None or any(b.analyzer == "char_wb_folded" for b in self.blocks)
         d: dict[str, Any] = {
-            "format": FORMAT,
+            "format": FORMAT if v4 else _FORMAT_3,
             "blocks": [b.to_dict() for b in self.blocks],
             "intercept": self.intercept,
             "threshold": self.threshold,
@@ -492,6 +577,8 @@ class InjectionClassifier:
                 "coef": [round(w, 6) for w in self.dense_coef],
                 "common_words": sorted(self.common),
             }
+        if self.shape is not None:
+            d["shape"] = {"features": list(self.shape_names), "coef": [round(w, 6) for w in self.shape_coef]}
         return json.dumps(d, ensure_ascii=False)
 
     @classmethod
@@ -511,12 +598,22 @@ class InjectionClassifier:
                 )
             dense = tuple(float(w) for w in d["context"]["coef"])
             common = frozenset(d["context"].get("common_words", ()))
+        shape = None
+        if "shape" in d:
+            names, weights = d["shape"]["features"], d["shape"]["coef"]
+            if len(names) != len(weights):
+                raise ModelValidationFailed(
+                    f"{len(weights)} shape weights for shape features {names}",
+                    hint="retrain: python -m modelplane.serve.guards.injection train",
+                )
+            shape = tuple((str(n), float(w)) for n, w in zip(names, weights, strict=True))
         return cls(
             [FeatureBlock.from_dict(b) for b in d["blocks"]],
             float(d["intercept"]),
             float(d["threshold"]),
             dense,
             common,
+            shape,
         )
 
     @classmethod
