@@ -12,10 +12,12 @@ overhead (seconds per round with / without) under 2x. Each repeat runs both fede
 back (alternating which goes first, so a change of machine load does not always favour one) and
 reports its own ratio with the load average around it; the headline ratio is the median over
 repeats. Round time is dominated by Flower's per-message cost (HTTPS round trips between the
-parties' SuperNodes, the SuperLink and the ServerApp), which SecAgg+ pays four times in its first
-round and three times afterwards (the next round's key setup is answered along with the unmask
-request: ``privacy/horizontal/keyahead.py``) instead of once; ``stage_seconds_median`` shows the
-four stages (setup, share keys, masked vectors, unmask; a setup answered ahead counts 0).
+parties' SuperNodes, the SuperLink and the ServerApp; the SecAgg+ cryptography itself is well under
+1% of the federation's CPU time), which SecAgg+ pays four times in its first round and twice
+afterwards (the next round's key setup rides on this round's masked-vector request and its key
+sharing on the unmask request: ``privacy/horizontal/keyahead.py``) instead of once;
+``stage_seconds_median`` shows the four stages (setup, share keys, masked vectors, unmask; a
+stage answered ahead counts 0).
 """
 
 from __future__ import annotations

@@ -80,3 +80,45 @@ def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
         assert not appears(first_round_update(shard, i), wire), (
             f"party-{i}'s plaintext update crossed the wire"
         )
+
+
+@pytest.mark.timeout(900)
+def test_party_killed_in_a_round_whose_keys_were_shared_ahead(tmp_path: Path) -> None:
+    """Round 2's keys are set up and shared during round 1 (``keyahead.py``); party-4 then dies at
+    round 2's masked-vector stage. Its masks must be removed from its neighbours' shares as in a
+    normal round, and round 3 (no keys ahead for the dead party) runs every stage again."""
+    shard_paths, test = shards(tmp_path)
+    fed, tap = tapped(
+        tmp_path,
+        shard_paths,
+        test,
+        ["--rounds", "3", "--round-timeout", "45", "--min-fit-parties", "3"],
+        party_args={"party-4": ["--inject-fault", "stall-masking:2"]},
+    )
+    try:
+        assert local.wait(fed, 600, until=lambda f: _stalled(tmp_path / "party-4.log")), (
+            "party-4 never reached round 2's masked-vector stage; see the logs in " + str(tmp_path)
+        )
+        fed.kill_party("party-4")
+        assert local.wait(fed, 600), "the server did not finish after the dropout"
+        assert fed.server.returncode == 0, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
+        wire = tap.sent_to_server()
+    finally:
+        fed.stop()
+        tap.close()
+
+    rounds = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert [r["parties"] for r in rounds] == [5, 4, 4]
+    assert "party-4" in rounds[1]["dropped"] and all(r["rejected"] == [] for r in rounds)
+    # Round 2 used the keys shared ahead (no setup or key-sharing round trip of its own) ...
+    assert rounds[1]["stage_seconds"][:2] == [0.0, 0.0]
+    # ... and round 3 set up and shared keys again, without the dead party.
+    assert rounds[2]["stage_seconds"][0] > 0 and rounds[2]["stage_seconds"][1] > 0
+    # Left in the sum, a dead party's pairwise masks would make the model noise (about 0.1 on ten
+    # digits): instead it keeps learning after the dropout.
+    acc = [r["accuracy"] for r in rounds]
+    assert acc[0] > 0.4 and acc[1] > acc[0] and acc[2] > 0.7, acc
+    for i, shard in enumerate(shard_paths.values()):
+        assert not appears(first_round_update(shard, i), wire), (
+            f"party-{i}'s plaintext update crossed the wire"
+        )

@@ -37,6 +37,20 @@ from modelplane.privacy.horizontal import transport
 from modelplane.privacy.horizontal.data import read_shard
 from modelplane.privacy.horizontal.procs import stop_process
 
+FAULTS = ("nan", "scale", "shape", "masked-shape", "masked-range", "stall-masking")
+
+
+def _fault(value: str) -> str:
+    """``--inject-fault``: one of FAULTS, or stall-masking:N (stall in round N only)."""
+    from modelplane.privacy.horizontal.clientapp import stall_round
+
+    try:
+        if value in ("", *FAULTS) or stall_round(value) is not None:
+            return value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(f"unknown fault {value!r}; one of {', '.join(FAULTS)}, stall-masking:N")
+
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     """SIGTERM (a stopped job) unwinds normally, so the SuperNode is stopped too."""
@@ -91,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--inject-fault",
         default="",
-        choices=["", "nan", "scale", "shape", "masked-shape", "masked-range", "stall-masking"],
-        help="misbehave on purpose, to exercise the server's screening (testing only)",
+        type=_fault,
+        help="misbehave on purpose, to exercise the server's screening (testing only): one of "
+        + ", ".join(FAULTS)
+        + ", stall-masking:N",
     )
     a = ap.parse_args(argv)
     superlink = (

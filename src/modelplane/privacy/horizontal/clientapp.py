@@ -3,13 +3,14 @@
 The SuperNode's node config names the party (``party``), its shard (``shard``) and the file to
 touch when the server says the run is over (``done-file``). SecAgg+ is applied only to the
 messages that carry its protocol, so the same app serves plain and secure runs (and answers the
-next round's key setup along with an unmask request: ``keyahead.py``).
+next round's key setup and key sharing along with this round's messages: ``keyahead.py``).
 
 ``fault`` in the node config makes this party misbehave on purpose, so that the server's screening
 can be exercised with real processes: ``nan`` / ``scale`` / ``shape`` corrupt the plaintext
 parameters, ``masked-shape`` / ``masked-range`` corrupt the SecAgg+ masked vector after masking,
 ``stall-masking`` hangs when asked for the masked vector (after this party's key shares went out),
-saying so on stdout, so that a test can kill it at exactly that point of the round.
+saying so on stdout, so that a test can kill it at exactly that point of the round
+(``stall-masking:N``: of round N only, whose keys were shared a round ahead when N > 1).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from modelplane.privacy.horizontal import model
 from modelplane.privacy.horizontal.data import read_shard
-from modelplane.privacy.horizontal.keyahead import secagg_with_next_setup
+from modelplane.privacy.horizontal.keyahead import secagg_with_next_round
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,11 +88,26 @@ def client_fn(context: Context) -> Any:
 STALLED = "stalled before sending its masked vector"  # what a stall-masking party prints
 
 
+def stall_round(fault: str) -> int | None:
+    """The round a ``stall-masking`` fault stalls in: 0 for any, N for ``stall-masking:N``, None if not one."""
+    name, _, rnd = fault.partition(":")
+    if name != "stall-masking":
+        return None
+    if not rnd:
+        return 0
+    if not rnd.isdigit() or int(rnd) < 1:
+        raise ValueError(f"stall-masking:N needs a round number N >= 1, got {fault!r}")
+    return int(rnd)
+
+
 def stall_before_masking(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-    """``fault`` = stall-masking: hang at the masked-vector stage, as a party that dies there would."""
-    if str(ctxt.node_config.get("fault", "")) == "stall-masking":
+    """``fault`` = stall-masking[:N]: hang at the masked-vector stage (of round N), as a party that dies there would."""
+    stall = stall_round(str(ctxt.node_config.get("fault", "")))
+    if stall is not None:
         cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-        if cfg is not None and cfg.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
+        fit = msg.content.config_records.get("fitins.config")
+        rnd = int(cast(int, fit.get("round", 0))) if fit is not None else 0
+        if cfg is not None and cfg.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS and stall in (0, rnd):
             print(f"party {ctxt.node_config.get('party')}: {STALLED}", flush=True)
             time.sleep(3600)
     return call_next(msg, ctxt)
@@ -115,4 +131,4 @@ def fault_after_masking(msg: Message, ctxt: Context, call_next: ClientAppCallabl
     return reply
 
 
-app = ClientApp(client_fn=client_fn, mods=[stall_before_masking, fault_after_masking, secagg_with_next_setup])
+app = ClientApp(client_fn=client_fn, mods=[stall_before_masking, fault_after_masking, secagg_with_next_round])

@@ -235,7 +235,7 @@ class PromptGrid:
 
 
 class ScreenedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ with screening, dropout fixes and the next setup sent ahead (``keyahead.py``)."""
+    """Flower's SecAgg+ with screening, dropout fixes and the next round's keys set up ahead (``keyahead.py``)."""
 
     def __init__(self, recorder: Recorder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -246,15 +246,30 @@ class ScreenedSecAggPlus(SecAggPlusWorkflow):
         base = grid if isinstance(grid, PromptGrid) else PromptGrid(grid, self.recorder)
         return cast(Grid, base.screening(self.modulus_range))
 
+    def _skipped(self) -> None:
+        # A stage answered ahead took no time of its own: a 0 keeps the four stages in the metrics.
+        self.recorder.stages.append(0.0)
+
+    def _has_next_round(self, context: LegacyContext) -> bool:
+        current = int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND]))
+        return current < context.config.num_rounds
+
     def setup_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        # A setup answered ahead took no time of its own: a 0 keeps the four stages in the metrics.
-        skipped = lambda: self.recorder.stages.append(0.0)  # noqa: E731
-        return bool(
-            super().setup_stage(self.ahead.setup_grid(self._screening(grid), skipped), context, state)
+        self.ahead.ready = False  # set by the setup grid, if this round's keys came ahead
+        ok = bool(
+            super().setup_stage(self.ahead.setup_grid(self._screening(grid), self._skipped), context, state)
         )
+        if getattr(state, "num_shares", 0):
+            self.ahead.num_shares = int(state.num_shares)
+        if ok and self.ahead.ready:
+            # The keys were shared for the neighbour relation drawn a round ahead: use that one.
+            state.nid_to_neighbours = self.ahead.neighbours(set(state.sampled_node_ids))
+            ok = self._check_threshold(state)
+        return ok
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        ok = bool(super().share_keys_stage(self._screening(grid), context, state))
+        shares = self.ahead.share_keys_grid(self._screening(grid), self._skipped)
+        ok = bool(super().share_keys_stage(shares, context, state))
         # A party that did not share its key never masked anything and nobody holds its shares:
         # it leaves the protocol. Flower 1.42 keeps it as "dead", so the survivors are later asked
         # for shares they never received and fail (KeyError in secaggplus_mod's unmask).
@@ -268,7 +283,10 @@ class ScreenedSecAggPlus(SecAggPlusWorkflow):
         return ok
 
     def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        return bool(super().collect_masked_vectors_stage(self._screening(grid), context, state))
+        screened = self._screening(grid)
+        if self._has_next_round(context):  # the next round's key setup rides along
+            screened = self.ahead.masked_grid(screened)
+        return bool(super().collect_masked_vectors_stage(screened, context, state))
 
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
         # For a party that dropped after sharing its key, only the masks it shares with parties
@@ -278,8 +296,7 @@ class ScreenedSecAggPlus(SecAggPlusWorkflow):
         for nid in set(state.sampled_node_ids) - summed:
             state.nid_to_neighbours[nid] = (state.nid_to_neighbours[nid] & summed) | {nid}
         screened = self._screening(grid)
-        current = int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND]))
-        if current < context.config.num_rounds:  # a next round will need fresh keys
+        if self._has_next_round(context):  # the next round's key sharing rides along
             screened = self.ahead.unmask_grid(screened)
         return bool(super().unmask_stage(screened, context, state))
 
