@@ -14,7 +14,8 @@ Prints one JSON object; curves go to ``--out`` as PNG. Progress on stderr.
     PYTHONPATH=src .venv/bin/python benchmarks/fgd_openb.py --traces default --seeds 42-51
 
 Our default policy is ``scheduler.scores.DEFAULT_SCORER``. Candidates of ours (``fgd_plus``,
-``fgd_cpu_pack``: FGD whose ties for CPU-only pods go to the node left with the least free GPU)
+``fgd_cpu_pack``: FGD whose ties for CPU-only pods go to the node left with the least free GPU;
+``fgd_cpu_aware``: the same over a fragmentation measure that counts GPU the node's CPU cannot feed)
 run beside the published six; every policy's row carries ``minus_published_fgd``, the goal's bar,
 and ``default_at_or_above_published_fgd`` says whether the default meets it on every trace run.
 ``--without-default`` leaves out the default policy's runs:

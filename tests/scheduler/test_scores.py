@@ -11,7 +11,7 @@ from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores import DEFAULT_SCORER
 from modelplane.scheduler.scores.fgd import fgd_int_score, fgd_options
-from modelplane.scheduler.scores.fragmentation import node_fragmentation, typical_mix
+from modelplane.scheduler.scores.fragmentation import cpu_aware_fragmentation, node_fragmentation, typical_mix
 from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
 from modelplane.scheduler.scoring import ScoreContext, create_scorer, scorer_names
 
@@ -208,3 +208,34 @@ def test_fgd_cpu_pack_puts_cpu_tasks_where_gpus_are_taken_without_crossing_fgd_i
     a, b = fgd.score(starving, cpu_task, ctx), pack.score(starving, cpu_task, ctx)
     assert a is not None and b is not None and packed["cpu_only"] is not None
     assert b[0] < a[0] + 1 and b[0] < packed["cpu_only"][0]
+
+
+def test_cpu_aware_fragmentation_counts_gpus_the_cpu_cannot_feed() -> None:
+    mix = [(whole(1, cpu=10_000), 0.5), (share(500, cpu=4000), 0.25), (TaskRequest(cpu_milli=8000), 0.25)]
+    devices = [1000] * 7 + [300]
+    # with CPU to spare it is FGD's measure
+    assert cpu_aware_fragmentation(96_000, devices, "G2", mix) == node_fragmentation(96_000, devices, "G2", mix)
+    # 40 CPUs feed 4 one-GPU tasks of 10 CPUs: 3 of the 7 whole devices (and the 300 remnant) stay idle
+    # for that shape, where FGD counts only the remnant; the share shape (10 copies) is not limited
+    total = sum(devices)
+    expected = 0.5 * (total - 4000) + 0.25 * 300 + 0.25 * total
+    assert cpu_aware_fragmentation(40_000, devices, "G2", mix) == pytest.approx(expected)
+    assert node_fragmentation(40_000, devices, "G2", mix) == pytest.approx(0.5 * 300 + 0.25 * 300 + 0.25 * total)
+    # a shape that no longer fits at all counts everything, as in FGD
+    assert cpu_aware_fragmentation(3000, devices, "G2", mix) == pytest.approx(total)
+
+
+def test_fgd_cpu_aware_keeps_cpu_for_the_gpus_where_fgd_sees_a_tie() -> None:
+    mix = [(whole(1, cpu=10_000), 1.0)]
+    ctx = ScoreContext(workload_mix=mix)
+    fgd, aware = create_scorer("fgd"), create_scorer("fgd_cpu_aware")
+    cpu_poor, cpu_rich = free_of([1000] * 8, cpu=40_000), free_of([1000] * 8, cpu=96_000)
+    heavy = whole(1, cpu=20_000)
+    a, b = fgd.score(cpu_poor, heavy, ctx), fgd.score(cpu_rich, heavy, ctx)
+    assert a is not None and b is not None and a[0] == b[0]  # one more task still fits on both
+    pa, pb = aware.score(cpu_poor, heavy, ctx), aware.score(cpu_rich, heavy, ctx)
+    assert pa is not None and pb is not None
+    # on the CPU-poor node the task's 20 CPUs idle two more GPUs (4 fed -> 2 fed); on the rich one none
+    assert pb[0] > pa[0]
+    assert pa[0] == fgd_int_score(-1000.0) and pb[0] == fgd_int_score(0.0)
+    assert pa[1] == pb[1] == (0,)

@@ -15,7 +15,7 @@ from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
 from modelplane.scheduler.scoring import ScoreContext, create_scorer
 from modelplane.sim.openb import MAX_TAGS, Replay, inflated_order, replay
 
-SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack"]
+SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware"]
 
 
 def random_cluster(rng: np.random.Generator, n: int) -> list[Node]:

@@ -39,8 +39,11 @@ IntArr = npt.NDArray[np.int64]
 FloatArr = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
 
-POLICIES = ("random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack")
-FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack")  # policies that measure fragmentation and choose devices as FGD does
+POLICIES = (
+    "random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware"
+)
+# policies that measure fragmentation and choose devices as FGD does
+FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware")
 MAX_DEV = 8
 MAX_TAGS = MAX_DEV + 1  # tag 0 = a share of one device, tag k = k whole devices
 
@@ -152,6 +155,27 @@ class Fragmentation:
         return out
 
 
+class CpuAwareFragmentation(Fragmentation):
+    """Vectorised ``scores.fragmentation.cpu_aware_fragmentation``: a shape feeds at most
+    (free CPU // its CPU) x its device count of the fitting devices, largest first."""
+
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr) -> FloatArr:
+        total = gpu.sum(axis=1)
+        largest_first = -np.sort(-gpu, axis=1)
+        zero = np.zeros((len(gpu), 1), dtype=np.int64)
+        prefix = np.concatenate([zero, np.cumsum(largest_first, axis=1)], axis=1)  # free share of the k largest
+        fits = largest_first.astype(np.int32)[:, None, :] >= self.shares[None, :, None].astype(np.int32)
+        count = fits.sum(axis=2)[:, self.share_of]  # (M, shapes) fitting devices per shape
+        copies = np.where(self.tc[None, :] > 0, cpu[:, None] // np.maximum(self.tc, 1)[None, :], MAX_DEV)
+        fed = np.minimum(count, np.minimum(copies * self.tg[None, :], MAX_DEV))
+        usable = np.take_along_axis(prefix, fed, axis=1)
+        fit = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :])
+        fit &= cpu[:, None] >= self.tc[None, :]
+        frag = np.where(fit, total[:, None] - usable, total[:, None]).astype(np.float64)
+        out: FloatArr = frag @ self.w
+        return out
+
+
 class Replay:
     """One placement replay of one policy on one ordered pod sequence."""
 
@@ -172,7 +196,8 @@ class Replay:
         self.version = np.zeros(len(nodes), dtype=np.int64)
         self._delta_cache: dict[tuple[int, int, int], tuple[FloatArr, IntArr]] = {}
         if policy in FGD_FAMILY:
-            self.frag = Fragmentation(self.state, self.mix)
+            measure = CpuAwareFragmentation if policy == "fgd_cpu_aware" else Fragmentation
+            self.frag = measure(self.state, self.mix)
             s = self.state
             self.frag_now = self.frag.of(s.cpu, s.gpu, s.model)
         self._scorers: dict[str, Callable[[TaskRequest, IntArr], IntArr | FloatArr]] = {
@@ -184,6 +209,7 @@ class Replay:
             "fgd": self._fgd,
             "fgd_plus": self._fgd_plus,
             "fgd_cpu_pack": self._fgd_cpu_pack,
+            "fgd_cpu_aware": self._fgd_cpu_pack,  # the same scores over the CPU-aware measure (self.frag)
         }
 
     # -- feasibility -------------------------------------------------------------------------
@@ -404,4 +430,13 @@ def replay(
     return ReplayResult(policy, seed, capacity, arrived, allocated, failed, placed)
 
 
-__all__ = ["POLICIES", "ClusterState", "Fragmentation", "Replay", "ReplayResult", "inflated_order", "replay"]
+__all__ = [
+    "POLICIES",
+    "ClusterState",
+    "CpuAwareFragmentation",
+    "Fragmentation",
+    "Replay",
+    "ReplayResult",
+    "inflated_order",
+    "replay",
+]

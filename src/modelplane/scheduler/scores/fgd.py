@@ -11,7 +11,7 @@ with best-fit tie-breaking measured about 1 point lower on the openb default tra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
@@ -26,6 +26,8 @@ from modelplane.scheduler.scores.fragmentation import node_fragmentation, shape_
 from modelplane.scheduler.scoring import ScoreContext, register_scorer
 
 Mix = Sequence[tuple[TaskRequest, float]]
+# Fragmentation of a node's free capacity (CPU left, free share per device, model) against a mix.
+Measure = Callable[[int, Sequence[int], str | None, Mix], float]
 
 
 def sigmoid(x: float) -> float:
@@ -33,10 +35,15 @@ def sigmoid(x: float) -> float:
 
 
 def fgd_options(
-    cpu_left: int, device_free: Sequence[int], gpu_model: str | None, request: TaskRequest, mix: Mix
+    cpu_left: int,
+    device_free: Sequence[int],
+    gpu_model: str | None,
+    request: TaskRequest,
+    mix: Mix,
+    measure: Measure = node_fragmentation,
 ) -> list[tuple[float, tuple[int, ...]]]:
     """(fragmentation before - after, devices) for each way of serving the task, in device order."""
-    before = node_fragmentation(cpu_left, device_free, gpu_model, mix)
+    before = measure(cpu_left, device_free, gpu_model, mix)
     cpu_after = cpu_left - request.cpu_milli
     out: list[tuple[float, tuple[int, ...]]] = []
     if is_share(request):
@@ -44,7 +51,7 @@ def fgd_options(
             if f >= request.gpu_milli:
                 after = list(device_free)
                 after[i] -= request.gpu_milli
-                out.append((before - node_fragmentation(cpu_after, after, gpu_model, mix), (i,)))
+                out.append((before - measure(cpu_after, after, gpu_model, mix), (i,)))
         return out
     devices = exclusive_devices(device_free, request.gpu_count) if request.gpu_count else ()
     if len(devices) < request.gpu_count:
@@ -52,7 +59,7 @@ def fgd_options(
     after = list(device_free)
     for i in devices:
         after[i] -= MILLI if request.gpu_milli >= MILLI else request.gpu_milli
-    out.append((before - node_fragmentation(cpu_after, after, gpu_model, mix), devices))
+    out.append((before - measure(cpu_after, after, gpu_model, mix), devices))
     return out
 
 
@@ -68,11 +75,16 @@ def _mix(ctx: ScoreContext, request: TaskRequest) -> Mix:
 class FGDScorer:
     name = "fgd"
 
+    def __init__(self, measure: Measure = node_fragmentation) -> None:
+        self.measure = measure  # how fragmentation is measured (FGD's own unless a variant says)
+
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
         if not feasible(free, request):
             return None
         best: tuple[int, tuple[int, ...]] | None = None
-        for delta, devices in fgd_options(free.cpu_milli, free.device_free, free.node.gpu_model, request, _mix(ctx, request)):
+        for delta, devices in fgd_options(
+            free.cpu_milli, free.device_free, free.node.gpu_model, request, _mix(ctx, request), self.measure
+        ):
             s = fgd_int_score(delta)
             if best is None or s > best[0]:
                 best = (s, devices)

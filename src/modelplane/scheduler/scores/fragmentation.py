@@ -77,3 +77,30 @@ def node_fragmentation(
         else:
             frag += weight * total
     return frag
+
+
+def cpu_aware_fragmentation(
+    cpu_left: int, device_free: Sequence[int], gpu_model: str | None, mix: Sequence[tuple[TaskRequest, float]]
+) -> float:
+    """``node_fragmentation`` with a look-ahead on CPU: GPU share that the node's CPU cannot feed.
+
+    FGD asks whether one task of a shape still fits. A node with 8 idle GPUs and CPU for one more
+    typical GPU task passes that test, yet 7 of its GPUs can never be used by that shape. Here a
+    shape can use at most ``free CPU // its CPU`` copies' worth of the fitting devices (one copy
+    per device, ``gpu_count`` devices per copy, largest devices first); the fitting devices beyond
+    that count as fragment too. With CPU to spare the value equals ``node_fragmentation``.
+    """
+    total = sum(device_free)
+    largest_first = sorted(device_free, reverse=True)
+    frag = 0.0
+    for shape, weight in mix:
+        if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
+            frag += weight * total
+            continue
+        fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
+        if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
+            frag += weight * total
+            continue
+        fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
+        frag += weight * (total - sum(largest_first[:fed]))
+    return frag
