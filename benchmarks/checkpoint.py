@@ -11,7 +11,15 @@ beside forward/backward, the step waits for the copy, the write follows it. "Inl
 copy into ``save`` (``overlap_staging=False``); the write streams the buffer behind the copy.
 With the state on a GPU (``--device cuda``) the default copies it to pinned host memory first (the
 write cannot read device memory), as "overlapped copy" does. Every mode checksums the data file in
-the same pass (CRC-32C, or zlib's CRC-32 without google-crc32c, on several threads).
+the same pass: ``--checksum`` (default: the manager's, XXH3-128 where xxhash is installed, one
+in-order stream on a checksum thread; else CRC-32C or zlib's CRC-32 in pieces on several threads).
+
+Checksum rows (``--compare-checksums``, default ``crc32c@threads,xxh3-128@io``): the default
+mode again with another algorithm and/or place for the checksum (``@io``: one stream on the I/O
+thread after each batch's write; ``@threads``: pieces on checksum threads beside the write), saved
+in the same interleaved rounds as the default, each right after a raw baseline of its own, in an
+order that rotates every round; ``checksums`` in the output holds their medians beside the
+default's (``ratio_*_to_adjacent_raw``, as for the default).
 
 Raw disk bandwidth, the physical limit: each round writes one file of exactly the checkpoint's
 size in 64 MiB sequential writes and fsyncs it once, as our writer does (one data file per rank,
@@ -140,10 +148,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
     ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--checksum", default="auto", help="the default rows' algorithm (auto: the manager's)")
+    ap.add_argument(
+        "--compare-checksums",
+        default="crc32c@threads,xxh3-128@io",
+        help="extra default-mode rows, ALGORITHM@io|threads, comma-separated ('' for none)",
+    )
     a = ap.parse_args()
     import torch
 
     from modelplane.train.checkpoint import CheckpointManager
+    from modelplane.train.manifest import CHECKSUMS, check_algorithm
 
     fsync = not a.no_fsync
     root = Path(a.dir or tempfile.mkdtemp(prefix="mp-ckpt-bench-"))
@@ -159,15 +174,42 @@ def main() -> None:
     async_mgr = CheckpointManager(
         str(root / "async"), keep_last=2, asynchronous=True, overlap_staging=False, fsync=fsync
     ).track(model=model, optimizer=opt)
-    overlap_mgr = CheckpointManager(str(root / "overlap"), keep_last=2, asynchronous=True, fsync=fsync).track(
-        model=model, optimizer=opt
-    )
+    overlap_mgr = CheckpointManager(
+        str(root / "overlap"), keep_last=2, asynchronous=True, fsync=fsync, checksum=a.checksum
+    ).track(model=model, optimizer=opt)
     copy_mgr = CheckpointManager(
         str(root / "copy"), keep_last=2, asynchronous=True, write_from_live=False, fsync=fsync
     ).track(model=model, optimizer=opt)
     prev_mgr = CheckpointManager(
         str(root / "previous"), keep_last=2, asynchronous=True, fsync=fsync, io_queue=0, group_fsync=False
     ).track(model=model, optimizer=opt)
+    default_sum = f"{overlap_mgr.checksum}@{'io' if overlap_mgr.checksum_on_io else 'threads'}"
+    compare: dict[str, CheckpointManager] = {}
+    for spec in filter(None, (x.strip() for x in a.compare_checksums.split(","))):
+        alg, _, where = spec.partition("@")
+        if where not in ("io", "threads"):
+            raise SystemExit(f"--compare-checksums {spec!r}: write ALGORITHM@io or ALGORITHM@threads")
+        if alg not in CHECKSUMS:
+            raise SystemExit(
+                f"--compare-checksums {spec!r}: unknown algorithm, use one of {sorted(CHECKSUMS)}"
+            )
+        try:
+            check_algorithm(alg)
+        except Exception as exc:  # a missing optional package: that row is left out
+            log(f"checksum row {spec} left out: {exc}")
+            continue
+        if spec != default_sum:
+            compare[spec] = CheckpointManager(
+                str(root / f"sum-{alg}-{where}"),
+                keep_last=2,
+                asynchronous=True,
+                fsync=fsync,
+                checksum=alg,
+                checksum_on_io=where == "io",
+            ).track(model=model, optimizer=opt)
+    compare_ratio: dict[str, list[float]] = {k: [] for k in compare}
+    compare_totals: dict[str, list[float]] = {k: [] for k in compare}
+    log(f"default checksum {default_sum}; compared: {sorted(compare) or 'none'}")
 
     def torch_save(i: int) -> float:
         t0 = time.perf_counter()
@@ -187,8 +229,15 @@ def main() -> None:
     copy_mgr.wait()
     prev_mgr.save(0)
     prev_mgr.wait()
+    for cmp_mgr in compare.values():
+        cmp_mgr.save(0)
+        cmp_mgr.wait()
     load_before = os.getloadavg()
-    ts_times, sync_times, blocking, totals, overlap_blocking = [], [], [], [], []
+    ts_times: list[float] = []
+    sync_times: list[float] = []
+    blocking: list[float] = []
+    totals: list[float] = []
+    overlap_blocking: list[float] = []
     default_totals: list[float] = []
     training_totals: list[float] = []
     copy_totals: list[float] = []
@@ -197,7 +246,8 @@ def main() -> None:
     step_copy: list[float] = []
     raw_buffered: list[float] = []
     raw_direct: list[float] = []
-    step_plain, step_overlapped = [], []
+    step_plain: list[float] = []
+    step_overlapped: list[float] = []
     prev_totals: list[float] = []
     prev_ratio: list[float] = []  # previous writer against a raw baseline taken right before it
     new_ratio: list[float] = []  # the default against a raw baseline taken right before it
@@ -222,16 +272,25 @@ def main() -> None:
         totals.append(rec.total_s or 0.0)
         # the default, alone (save call until the manifest is durable), and the previous writer,
         # each right after a raw baseline of its own, in alternating order
-        for which in ("new", "prev") if i % 2 == 0 else ("prev", "new"):
-            mgr = overlap_mgr if which == "new" else prev_mgr
+        # (the checksum rows join this rotation: each round starts one further along it)
+        order = ["new", "prev", *compare]
+        k = i % len(order)
+        for which in order[k:] + order[:k]:
+            mgr = {"new": overlap_mgr, "prev": prev_mgr}.get(which) or compare[which]
             bw = raw_write(root / "raw.bin", nbytes, fsync, direct=True) or raw_write(
                 root / "raw.bin", nbytes, fsync, direct=False
             )
             rec3 = mgr.save(10 * i + 2)
             mgr.wait()
-            (default_totals if which == "new" else prev_totals).append(rec3.total_s or 0.0)
+            total = rec3.total_s or 0.0
+            if which in compare:
+                compare_totals[which].append(total)
+                if bw:
+                    compare_ratio[which].append(nbytes / (total or 1.0) / bw)
+                continue
+            (default_totals if which == "new" else prev_totals).append(total)
             if bw:
-                (new_ratio if which == "new" else prev_ratio).append(nbytes / (rec3.total_s or 1.0) / bw)
+                (new_ratio if which == "new" else prev_ratio).append(nbytes / (total or 1.0) / bw)
         load_rounds.append(os.getloadavg()[0])
         rec4 = copy_mgr.save(10 * i + 2)
         copy_mgr.wait()
@@ -256,9 +315,13 @@ def main() -> None:
             f"{copy_totals[-1]:.2f} s), beside a step: default blocking {overlap_blocking[-1]:.3f} s / "
             f"commit {training_totals[-1]:.2f} s, overlapped copy blocking {copy_blocking[-1]:.3f} s / commit "
             f"{copy_training_totals[-1]:.2f} s; default/raw {new_ratio[-1]:.3f} vs previous writer "
-            f"{prev_ratio[-1]:.3f} (load {load_rounds[-1]:.1f})"
+            f"{prev_ratio[-1]:.3f}"
+            + "".join(f", {k} {v[-1]:.3f}" for k, v in compare_ratio.items() if v)
+            + f" (load {load_rounds[-1]:.1f})"
         )
     sync_mgr.close()
+    for cmp_mgr in compare.values():
+        cmp_mgr.close()
     prev_mgr.close()
     overlap_mgr.close()
     copy_mgr.close()
@@ -309,7 +372,7 @@ def main() -> None:
     round_inline = [nbytes / t / r for t, r in zip(totals, raw_rounds, strict=False)]
 
     def tput(times: list[float]) -> float:
-        return nbytes / med(times)
+        return float(nbytes / med(times))
 
     round_block = [b / t for b, t in zip(blocking, ts_times, strict=True)]
     out = {
@@ -373,6 +436,25 @@ def main() -> None:
         "restore_torch_load_s": round(restore_torch, 3),
         "ratio_restore_verified_to_torch_load": round(restore_verified / restore_torch, 3),
         "repeats": a.repeats,
+        # the checksum: the default rows' and the compared rows' (same rounds, adjacent raw baselines)
+        "checksum": default_sum,
+        "checksums": {
+            default_sum: {
+                "commit_s": round(med(default_totals), 3),
+                "write_gb_s": round(tput(default_totals) / 1e9, 3),
+                "ratio_to_adjacent_raw_median": round(med(new_ratio), 3),
+                "ratio_to_adjacent_raw_each": [round(x, 3) for x in new_ratio],
+            },
+            **{
+                k: {
+                    "commit_s": round(med(compare_totals[k]), 3),
+                    "write_gb_s": round(tput(compare_totals[k]) / 1e9, 3),
+                    "ratio_to_adjacent_raw_median": round(med(v), 3) if v else None,
+                    "ratio_to_adjacent_raw_each": [round(x, 3) for x in v],
+                }
+                for k, v in compare_ratio.items()
+            },
+        },
     }
     if not a.dir:
         shutil.rmtree(root, ignore_errors=True)

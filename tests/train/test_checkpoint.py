@@ -13,7 +13,7 @@ from torch import nn
 from modelplane.train.checkpoint import CheckpointManager, step_dir
 from modelplane.train.data_position import ResumableBatchSampler
 from modelplane.train.errors import CheckpointError, CorruptCheckpoint
-from modelplane.train.manifest import MANIFEST_NAME
+from modelplane.train.manifest import MANIFEST_NAME, Manifest, default_algorithm, digest_stream
 from modelplane.train.policy import SavePolicy
 
 
@@ -501,7 +501,11 @@ def test_queued_writes_of_unaligned_odd_tensors_round_trip_bit_for_bit(
 ) -> None:
     """The I/O thread writes batches while the next is gathered, the two gather blocks taking
     turns; with tiny batches and blocks (many switches, heads and tails split across blocks) the
-    data file must be byte for byte the one the inline writer produces, and restore exactly."""
+    data file must be byte for byte the one the inline writer produces, and restore exactly.
+
+    Saved synchronously, so that both files are written from the same memory: a tensor's file
+    offset follows its address, and an asynchronous save writes some tensors from its host
+    snapshot, whose address (before or after the live tensors) differs from manager to manager."""
     from modelplane.train import storage
     from modelplane.train.manifest import Manifest
 
@@ -511,9 +515,10 @@ def test_queued_writes_of_unaligned_odd_tensors_round_trip_bit_for_bit(
     expected = _state_copy(model, opt)
     digests = {}
     for name, queue in (("ck", io_queue), ("inline", 0)):
-        mgr = CheckpointManager(str(tmp_path / name), io_queue=queue).track(model=model, optimizer=opt)
-        mgr.save(1)
-        assert mgr.wait() is None or mgr.saves[-1].error is None
+        mgr = CheckpointManager(str(tmp_path / name), io_queue=queue, asynchronous=False).track(
+            model=model, optimizer=opt
+        )
+        assert mgr.save(1).error is None
         mgr.close()
         manifest = Manifest.from_json(
             (tmp_path / name / step_dir(1) / MANIFEST_NAME).read_bytes(), where=name
@@ -597,3 +602,130 @@ def test_grouped_fsync_covers_every_file_before_the_manifest(tmp_path: Path, mon
 def test_negative_io_queue_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="io_queue"):
         CheckpointManager(str(tmp_path / "ck"), io_queue=-1)
+
+
+# -- the checksum: xxh3-128 by default (the xxhash extra), older algorithms still verify
+
+
+def _require_xxhash() -> None:
+    """xxhash is in the train extra that `make test` installs: its absence is a failed set-up, not a skip."""
+    try:
+        import xxhash  # noqa: F401
+    except ImportError:
+        pytest.fail("xxhash is missing: run `make test` (or pip install 'modelplane[train]')")
+
+
+def _manifest(root: Path, step: int) -> Manifest:
+    return Manifest.from_json((root / step_dir(step) / MANIFEST_NAME).read_bytes(), where=str(root))
+
+
+def test_new_checkpoints_record_xxh3_when_xxhash_is_installed(tmp_path: Path) -> None:
+    _require_xxhash()
+    mgr, _ = _manager(tmp_path)
+    mgr.save(1)
+    mgr.close()
+    manifest = _manifest(tmp_path / "ckpt", 1)
+    assert manifest.algorithm == "xxh3-128"
+    for name, entry in manifest.files.items():  # every file, data and extras, under that algorithm
+        with open(tmp_path / "ckpt" / step_dir(1) / name, "rb") as fh:
+            assert digest_stream(fh, "xxh3-128") == (entry.checksum, entry.size)
+
+
+@pytest.mark.parametrize("algorithm", ["xxh3-128", "crc32c", "crc32", "sha256"])
+def test_every_algorithm_verifies_loads_and_refuses_a_flipped_byte(tmp_path: Path, algorithm: str) -> None:
+    """A checkpoint written with any algorithm (the old defaults included) loads under today's
+    default manager, which verifies it with the algorithm its manifest names; one flipped byte in
+    the data file makes that step refused with an error naming the file."""
+    if algorithm == "xxh3-128":
+        _require_xxhash()
+    if algorithm == "crc32c":
+        pytest.importorskip("google_crc32c")
+    model, opt = _large_job(seed=1)
+    mgr = CheckpointManager(str(tmp_path / "ck"), checksum=algorithm).track(model=model, optimizer=opt)
+    expected2 = _state_copy(model, opt)
+    mgr.save(2)
+    _step(model, opt)
+    mgr.save(4)
+    mgr.close()
+    assert _manifest(tmp_path / "ck", 4).algorithm == algorithm
+    _assert_restores(tmp_path, _state_copy(model, opt), 4)
+
+    shard = tmp_path / "ck" / step_dir(4) / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x01  # one bit, in the middle of a tensor
+    shard.write_bytes(bytes(data))
+    _assert_restores(tmp_path, expected2, 2)  # the corrupt newest is skipped
+    fresh, fresh_opt = _large_job(seed=9)
+    mgr2 = CheckpointManager(str(tmp_path / "ck")).track(model=fresh, optimizer=fresh_opt)
+    with pytest.raises(CorruptCheckpoint, match=rf"__0_0\.distcp fails its {algorithm} checksum"):
+        mgr2.resume(step=4)
+    mgr2.close()
+
+
+@pytest.mark.parametrize("on_io", [True, False])
+@pytest.mark.parametrize("io_queue", [0, 2])
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_writer_checksum_equals_the_verifiers_front_to_back_digest(
+    tmp_path: Path, on_io: bool, io_queue: int, direct_io: bool, monkeypatch
+) -> None:
+    """The writer's digest, updated by the I/O thread after each batch or by checksum threads
+    beside the write, in tiny batches and gather blocks (many of each), is the digest the
+    verifier computes reading the file front to back."""
+    _require_xxhash()
+    from modelplane.train import storage
+
+    monkeypatch.setattr(storage, "BATCH", 64 << 10)
+    monkeypatch.setattr(storage, "GATHER", 16 << 10)
+    model, opt = _large_job(seed=1)
+    mgr = CheckpointManager(
+        str(tmp_path / "ck"),
+        checksum="xxh3-128",
+        checksum_on_io=on_io,
+        io_queue=io_queue,
+        direct_io=direct_io,
+    ).track(model=model, optimizer=opt)
+    mgr.save(1)
+    mgr.close()
+    manifest = _manifest(tmp_path / "ck", 1)
+    data = {n: e for n, e in manifest.files.items() if n.endswith(".distcp")}
+    assert data
+    for name, entry in data.items():
+        with open(tmp_path / "ck" / step_dir(1) / name, "rb") as fh:
+            assert digest_stream(fh, "xxh3-128") == (entry.checksum, entry.size)
+
+
+def test_without_xxhash_the_default_falls_back_and_xxh3_checkpoints_say_what_is_missing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """xxhash is an optional extra: without it new checkpoints use the CRC (no error), and a
+    checkpoint recorded with xxh3-128 is refused with an error naming the missing package (not
+    skipped as corrupt, which would silently resume from an older step)."""
+    import sys
+
+    _require_xxhash()
+    mgr, _ = _manager(tmp_path / "new")
+    mgr.save(1)
+    mgr.close()
+    monkeypatch.setitem(sys.modules, "xxhash", None)  # import xxhash raises ImportError
+    assert default_algorithm() in ("crc32c", "crc32")
+    old, _ = _manager(tmp_path / "old")
+    assert old.checksum in ("crc32c", "crc32")
+    old.save(1)
+    old.close()
+    assert _manifest(tmp_path / "old" / "ckpt", 1).algorithm == old.checksum
+    again, _ = _manager(tmp_path / "old")
+    assert again.resume() == 1
+    again.close()
+    with pytest.raises(CheckpointError, match="xxhash"):
+        CheckpointManager(str(tmp_path / "x"), checksum="xxh3-128")
+    reader, _ = _manager(tmp_path / "new")
+    with pytest.raises(CheckpointError, match="xxhash") as info:
+        reader.resume()  # the newest step is not skipped as corrupt: the files may well be fine
+    assert not isinstance(info.value, CorruptCheckpoint)
+    reader.close()
+
+
+def test_unknown_checksum_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="md5") as info:
+        CheckpointManager(str(tmp_path / "ck"), checksum="md5")
+    assert info.value.field == "checksum"
