@@ -35,7 +35,10 @@ from modelplane.scheduler.registry import create_scheduler
 from modelplane.sim.engine import SimJob, Simulator
 
 MODEL = "rf"
-KUEUE = {"wall_s": 351.1, "quota_usage_pct": 58.7, "admission_s": {"large": 6.666, "medium": 76.768, "small": 215.468}}
+KUEUE_WALL_S = 351.1
+KUEUE_USAGE_PCT = 58.7
+KUEUE_ADMISSION_S: dict[str, float] = {"large": 6.666, "medium": 76.768, "small": 215.468}
+KUEUE = {"wall_s": KUEUE_WALL_S, "quota_usage_pct": KUEUE_USAGE_PCT, "admission_s": KUEUE_ADMISSION_S}
 CLASSES = [  # name, count, interval s, runtime s, priority, units
     ("small", 350, 0.1, 0.2, 50, 1),
     ("medium", 100, 0.5, 0.5, 100, 5),
@@ -49,15 +52,26 @@ def scenario(cohorts: int = 5, per_cohort: int = 6) -> tuple[list[Node], dict[st
     for c in range(cohorts):
         for q in range(per_cohort):
             name = f"cq-{c}-{q}"
-            queues[name] = QueueSpec(name=name, kind="batch", cohort=f"cohort-{c}", quota={MODEL: 20},
-                                     borrowing_limit={MODEL: 100})
+            queues[name] = QueueSpec(
+                name=name, kind="batch", cohort=f"cohort-{c}", quota={MODEL: 20}, borrowing_limit={MODEL: 100}
+            )
             for cls, count, interval, runtime, prio, units in CLASSES:
                 for i in range(count):
                     submit = round((i + 1) * interval, 3)
-                    req = TaskRequest(cpu_milli=0, memory_mib=0, gpu_count=units, gpu_milli=1000, gpu_models=(MODEL,))
-                    w = Workload(job_id=f"{name}/{cls}-{i}", name=f"{cls}-{i}", queue=name, kind="batch",
-                                 pod_sets=(PodSet("main", 1, req),), priority=prio, created_at=submit,
-                                 estimated_duration_s=runtime, team=cls)
+                    req = TaskRequest(
+                        cpu_milli=0, memory_mib=0, gpu_count=units, gpu_milli=1000, gpu_models=(MODEL,)
+                    )
+                    w = Workload(
+                        job_id=f"{name}/{cls}-{i}",
+                        name=f"{cls}-{i}",
+                        queue=name,
+                        kind="batch",
+                        pod_sets=(PodSet("main", 1, req),),
+                        priority=prio,
+                        created_at=submit,
+                        estimated_duration_s=runtime,
+                        team=cls,
+                    )
                     jobs.append(SimJob(w, runtime))
     capacity = 20 * cohorts * per_cohort
     pool = [Node(name="quota", cpu_milli=10**9, memory_mib=10**9, gpu_model=MODEL, gpu_count=capacity)]
@@ -67,7 +81,12 @@ def scenario(cohorts: int = 5, per_cohort: int = 6) -> tuple[list[Node], dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", default="default")
-    ap.add_argument("--round-interval", type=float, default=0.5, help="virtual seconds between scheduling rounds (0: at every event)")
+    ap.add_argument(
+        "--round-interval",
+        type=float,
+        default=0.5,
+        help="virtual seconds between scheduling rounds (0: at every event)",
+    )
     args = ap.parse_args()
     pool, queues, jobs = scenario()
     sched = create_scheduler(args.policy)
@@ -75,7 +94,8 @@ def main() -> None:
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("kueue baseline", total=len(jobs))
         res = Simulator(pool, queues, sched, round_interval=args.round_interval).run(
-            jobs, progress=lambda d, t: progress.update(bar, completed=d))
+            jobs, progress=lambda d, t: progress.update(bar, completed=d)
+        )
         progress.update(bar, completed=len(jobs))
     compute = time.perf_counter() - t0
     first = min(r.submit for r in res.records)
@@ -105,13 +125,15 @@ def main() -> None:
         },
         "kueue": KUEUE,
         "ratios_ours_over_kueue": {
-            "wall": round(last / KUEUE["wall_s"], 3),
-            "admission": {c: round(admission.get(c, float("nan")) / v, 3) for c, v in KUEUE["admission_s"].items()},  # type: ignore[attr-defined]
+            "wall": round(last / KUEUE_WALL_S, 3),
+            "admission": {
+                c: round(admission.get(c, float("nan")) / v, 3) for c, v in KUEUE_ADMISSION_S.items()
+            },
         },
         "better_on_every_figure": bool(
-            last < KUEUE["wall_s"]  # type: ignore[operator]
-            and usage > KUEUE["quota_usage_pct"]  # type: ignore[operator]
-            and all(admission.get(c, float("inf")) < v for c, v in KUEUE["admission_s"].items())  # type: ignore[attr-defined]
+            last < KUEUE_WALL_S
+            and usage > KUEUE_USAGE_PCT
+            and all(admission.get(c, float("inf")) < v for c, v in KUEUE_ADMISSION_S.items())
         ),
     }
     print(json.dumps(out, indent=1))

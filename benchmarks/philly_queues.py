@@ -20,7 +20,17 @@ borrowed quota went smallest-first and starving jobs (past the oldest) by size, 
 0.041 0.98; 21: 0.20 0.45 0.63; 28: 0.35 0.69 0.70; 35: 0.47 0.70 0.96 (mean goal missed); 42: 0.16
 0.42 0.60; 49: 0.08 0.47 0.76; 56: 0.06 0.46 0.80: the mean fell on every window, the longest wait
 rose on 21, 28, 42 and 49 (still below FIFO's), p99 rose on day 14. Ablations: ``--set borrow_order=fair``,
-``--set starving_order=age``, ``--set reservation_spare=true``.
+``--set starving_order=age``, ``--set reservation_spare=true``, and, measured and off for what they
+cost (ours / FIFO, mean p99 max): ``--set starving_head=8`` (every reserved starving job reserved
+before smaller ones start): 21: 0.21 0.46 0.78; 42: 0.16 0.42 0.66; 14 unchanged;
+``--set backfill_each_reservation=true``: 49: 0.046 0.45 0.76, 42: 0.13 0.38 0.57, 35: 0.36 0.71
+0.95 (mean goal missed), 14, 21, 28, 56 unchanged; ``--starvation-hours 8``: 21: 0.25 0.49 0.62; ``6``: 21: 0.23
+0.47 0.76. Where the tail comes from (day 21): of the 55 jobs past p99, 23 are one queue's burst of
+974 one-GPU jobs, 940 of them in the window's last four hours (median wait 10 h, FIFO's 31 h), the
+rest mostly 8-GPU gangs; the longest waits (32 h) are 8-GPU gangs submitted at hours 118 to 126,
+never preempted, that start one by one as whole nodes free (hours 137 to 157). EASY's lower mean
+on day 42 is bought by starving the gangs: its 110 8-GPU jobs wait 25 h on average and up to 62 h
+(1.43x FIFO's longest), while its 14,196 one-GPU jobs wait 54 min on average.
 
     PYTHONPATH=src .venv/bin/python benchmarks/philly_queues.py
 """

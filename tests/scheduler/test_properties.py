@@ -34,9 +34,16 @@ from tests.scheduler.factories import affinity, node
 
 MODELS = ("NVIDIA-A100", "AMD-MI250")
 TAINT = Taint(key="dedicated", value="x", effect=TaintEffect.NO_SCHEDULE)
-ZONE_A = affinity({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})
-BENEFICIARY = re.compile(r"^preempted for .* \((?P<id>[^,]+), priority (?P<prio>-?\d+) (?P<op>>|<=) (?P<vprio>-?\d+)\): (?P<rule>.*)$")
+ZONE_A = affinity(
+    {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+        }
+    }
+)
+BENEFICIARY = re.compile(
+    r"^preempted for .* \((?P<id>[^,]+), priority (?P<prio>-?\d+) (?P<op>>|<=) (?P<vprio>-?\d+)\): (?P<rule>.*)$"
+)
 
 
 @st.composite
@@ -44,15 +51,21 @@ def nodes_st(draw: st.DrawFn) -> list[Node]:
     out = []
     for i in range(draw(st.integers(2, 7))):
         model = draw(st.sampled_from((*MODELS, None))) if i else MODELS[0]
-        out.append(node(
-            f"n{i}", model=model, gpus=draw(st.sampled_from((1, 2, 4, 8))),
-            switch=f"s{draw(st.integers(0, 2))}", group=f"g{draw(st.integers(0, 1))}",
-            cpu=draw(st.sampled_from((8, 16, 64))), memory="64Gi",
-            labels={"zone": draw(st.sampled_from(("a", "b")))},
-            taints=[TAINT] if draw(st.booleans()) and draw(st.booleans()) else [],
-            tee=draw(st.sampled_from((None, None, "tdx"))),
-            state=draw(st.sampled_from((NodeState.READY,) * 5 + (NodeState.CORDONED,))),
-        ))
+        out.append(
+            node(
+                f"n{i}",
+                model=model,
+                gpus=draw(st.sampled_from((1, 2, 4, 8))),
+                switch=f"s{draw(st.integers(0, 2))}",
+                group=f"g{draw(st.integers(0, 1))}",
+                cpu=draw(st.sampled_from((8, 16, 64))),
+                memory="64Gi",
+                labels={"zone": draw(st.sampled_from(("a", "b")))},
+                taints=[TAINT] if draw(st.booleans()) and draw(st.booleans()) else [],
+                tee=draw(st.sampled_from((None, None, "tdx"))),
+                state=draw(st.sampled_from((NodeState.READY,) * 5 + (NodeState.CORDONED,))),
+            )
+        )
     return out
 
 
@@ -60,11 +73,15 @@ def nodes_st(draw: st.DrawFn) -> list[Node]:
 def queues_st(draw: st.DrawFn) -> dict[str, QueueSpec]:
     out = {}
     for i in range(draw(st.integers(1, 3))):
-        quota: dict[str, float] = draw(st.sampled_from((
-            {}, {"*": 4}, {"*": 8}, {"NVIDIA-A100": 6}, {"*": 2.5, "AMD-MI250": 3})))
-        doc: dict[str, object] = {"name": f"q{i}", "quota": quota,
-                                  "kind": draw(st.sampled_from(("training", "inference", "batch"))),
-                                  "cohort": draw(st.sampled_from((None, "c", "c")))}
+        quota: dict[str, float] = draw(
+            st.sampled_from(({}, {"*": 4}, {"*": 8}, {"NVIDIA-A100": 6}, {"*": 2.5, "AMD-MI250": 3}))
+        )
+        doc: dict[str, object] = {
+            "name": f"q{i}",
+            "quota": quota,
+            "kind": draw(st.sampled_from(("training", "inference", "batch"))),
+            "cohort": draw(st.sampled_from((None, "c", "c"))),
+        }
         if quota and draw(st.booleans()):
             doc["borrowingLimit"] = {k: draw(st.sampled_from((0, 1, 2))) for k in quota}
         if quota and draw(st.booleans()):
@@ -81,11 +98,18 @@ def workload_st(draw: st.DrawFn, job_id: str, n_queues: int) -> Workload:
         count = draw(st.integers(1, 3))
     else:
         gpus = draw(st.sampled_from((0, 1, 2, 4, 8)))
-        req = TaskRequest(draw(st.sampled_from((500, 2000, 8000))), 2048, gpus, 1000 if gpus else 0,
-                          gpu_models=draw(st.sampled_from(((), (), (MODELS[0],), MODELS))) if gpus else ())
+        req = TaskRequest(
+            draw(st.sampled_from((500, 2000, 8000))),
+            2048,
+            gpus,
+            1000 if gpus else 0,
+            gpu_models=draw(st.sampled_from(((), (), (MODELS[0],), MODELS))) if gpus else (),
+        )
         count = draw(st.integers(1, 4))
     ps = PodSet(
-        "worker", count, req,
+        "worker",
+        count,
+        req,
         affinity=ZONE_A if draw(st.integers(0, 4)) == 0 else None,
         tolerations=(Toleration(key="dedicated", operator="Exists"),) if draw(st.booleans()) else (),
         node_selector=MappingProxyType({"zone": "b"} if draw(st.integers(0, 5)) == 0 else {}),
@@ -93,9 +117,15 @@ def workload_st(draw: st.DrawFn, job_id: str, n_queues: int) -> Workload:
     )
     gang = draw(st.booleans()) or count == 1
     return Workload(
-        job_id=job_id, name=job_id, queue=f"q{draw(st.integers(0, n_queues - 1))}", kind="TrainingJob",
-        pod_sets=(ps,), priority=draw(st.integers(0, 4)), gang=gang,
-        spread=not gang, created_at=float(draw(st.integers(0, 50))),
+        job_id=job_id,
+        name=job_id,
+        queue=f"q{draw(st.integers(0, n_queues - 1))}",
+        kind="TrainingJob",
+        pod_sets=(ps,),
+        priority=draw(st.integers(0, 4)),
+        gang=gang,
+        spread=not gang,
+        created_at=float(draw(st.integers(0, 50))),
         estimated_duration_s=draw(st.sampled_from((None, 20.0, 100.0))),
     )
 
@@ -115,7 +145,9 @@ def check_round(inp: SchedulingInput, r: SchedulingResult, edges: set[tuple[str,
         for a in p.assignments:
             ps = sets[a.pod_set]
             n = nodes[a.node]
-            assert all(f.admits(n, ps) for f in DEFAULT_FILTERS), f"{a.node} violates a hard filter for {w.job_id}"
+            assert all(f.admits(n, ps) for f in DEFAULT_FILTERS), (
+                f"{a.node} violates a hard filter for {w.job_id}"
+            )
             assert len(a.devices) == ps.request.gpu_count and len(set(a.devices)) == len(a.devices)
             assert a.gpu_milli == (ps.request.gpu_milli if ps.request.gpu_count else 0)
     # Quota: any queue that gained usage stays within its limits.
@@ -141,7 +173,9 @@ def check_round(inp: SchedulingInput, r: SchedulingResult, edges: set[tuple[str,
                 limit = after.borrow_limit[q]
                 if limit is not None and key in limit:
                     assert used <= nominal + limit[key], f"{q} over its borrowing limit on {key}"
-                assert after.cohort_used(q, key) <= max(after.cohort_capacity(q, key), before.cohort_used(q, key))
+                assert after.cohort_used(q, key) <= max(
+                    after.cohort_capacity(q, key), before.cohort_used(q, key)
+                )
     # Preemption: running victims only, strictly lower priority than a pending beneficiary.
     victims = [x.job_id for x in r.preemptions]
     assert len(victims) == len(set(victims)) and set(victims) <= set(running)
@@ -156,7 +190,9 @@ def check_round(inp: SchedulingInput, r: SchedulingResult, edges: set[tuple[str,
             continue
         if m.group("rule").startswith("aging"):
             # A starving beneficiary takes from work submitted after it: a strict order, no cycle.
-            assert (victim.created_at, victim.job_id) > (beneficiary.created_at, beneficiary.job_id), pre.reason
+            assert (victim.created_at, victim.job_id) > (beneficiary.created_at, beneficiary.job_id), (
+                pre.reason
+            )
             continue
         # Otherwise only a reclaim, from a borrowing queue of the beneficiary's cohort, for a
         # beneficiary whose queue stays within its nominal quota with it admitted.
@@ -173,7 +209,9 @@ def check_round(inp: SchedulingInput, r: SchedulingResult, edges: set[tuple[str,
         for p in r.placements:
             grown.charge(pending[p.job_id].queue, p, nodes)
         assert any(grown.borrowing(victim.queue, k) for k in grown.usage.get(victim.queue, {})), pre.reason
-        assert any(shrunk.within_nominal(beneficiary.queue, mdl, beneficiary.total_gpu_milli) for mdl in MODELS)
+        assert any(
+            shrunk.within_nominal(beneficiary.queue, mdl, beneficiary.total_gpu_milli) for mdl in MODELS
+        )
 
 
 def has_cycle(edges: set[tuple[str, str]]) -> bool:
@@ -194,7 +232,9 @@ def has_cycle(edges: set[tuple[str, str]]) -> bool:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), name=st.sampled_from(("default", "priority", "easy-backfill", "fifo", "sjf", "first-fit")))
+@given(
+    data=st.data(), name=st.sampled_from(("default", "priority", "easy-backfill", "fifo", "sjf", "first-fit"))
+)
 def test_invariants_hold_round_after_round(data: st.DataObject, name: str) -> None:
     nodes = data.draw(nodes_st())
     queues = data.draw(queues_st())

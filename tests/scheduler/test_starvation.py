@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from modelplane.core.placement import Placement, TaskAssignment
 from modelplane.core.workload import Workload
 from modelplane.scheduler.backfill import reserve
@@ -228,6 +230,52 @@ def test_the_oldest_starving_job_goes_first_and_the_others_smallest_first() -> N
     assert sorted(p.job_id for p in r.placements) == ["oldest", "young"]
     r = run(sched(starving_order="age"), nodes, queues, [], [young, mid, oldest], now=2 * STARVE)
     assert sorted(p.job_id for p in r.placements) == ["mid", "oldest"]
+
+
+def test_the_oldest_starving_jobs_get_their_reservations_before_smaller_ones_start() -> None:
+    # One 4-GPU node: 2 GPUs free now, 2 more at t=now+100. 'oldest' takes one; 'mid' (3 GPUs) could
+    # start at now+100, unless 'young' (smaller, ends at now+500) takes the last GPU first.
+    nodes = [node("a", gpus=4)]
+    queues = {"q": queue("q")}
+    now = 2 * STARVE
+    r1 = workload("r1", req=request(2), est=now + 100)
+    holding = [running(r1, on(r1, "a", (0, 1)))]
+    oldest = workload("oldest", created_at=0, est=5000)
+    mid = workload("mid", req=request(3), created_at=1, est=1000)
+    young = workload("young", created_at=2, est=500)
+    pending = [young, mid, oldest]
+    r = run(sched(starving_head=1), nodes, queues, holding, pending, now=now)
+    assert sorted(p.job_id for p in r.placements) == ["oldest", "young"]
+    assert f"resources reserved at t={now + 500:.0f}" in r.pending_reasons["mid"]
+    r = run(sched(starving_head=2), nodes, queues, holding, pending, now=now)
+    assert [p.job_id for p in r.placements] == ["oldest"]
+    assert f"resources reserved at t={now + 100:.0f}" in r.pending_reasons["mid"]
+    with pytest.raises(ValueError, match="starving_head"):
+        sched(starving_head=0)
+
+
+def test_backfill_each_reservation_lets_work_use_the_nodes_of_reservations_it_ends_before() -> None:
+    # Two starving jobs hold node a (from now+100) and node b (from now+1000). 'short' ends at
+    # now+500: it would delay the reservation on a, not the one on b, so it starts on b now
+    # ('long' would delay both).
+    nodes = [node("a", gpus=2), node("b", gpus=2)]
+    queues = {"q": queue("q")}
+    now = 2 * STARVE
+    ra = workload("ra", req=request(2), est=now + 100)
+    rb = workload("rb", est=now + 1000)
+    holding = [running(ra, on(ra, "a", (0, 1))), running(rb, on(rb, "b", (0,)))]
+    first = workload("first", req=request(2), created_at=0, est=50)
+    second = workload("second", req=request(2), created_at=1, est=50)
+    short = workload("short", created_at=now - 10, est=500)
+    long = workload("long", created_at=now - 10, est=5000)
+    pending = [first, second, short, long]
+    r = run(sched(preemption=False, backfill_each_reservation=True), nodes, queues, holding, pending, now=now)
+    assert f"resources reserved at t={now + 100:.0f}" in r.pending_reasons["first"]
+    assert f"resources reserved at t={now + 1000:.0f}" in r.pending_reasons["second"]
+    assert [(p.job_id, p.assignments[0].node) for p in r.placements] == [("short", "b")]  # not 'long'
+    # By default the earliest reservation (now+100) bounds every reserved node.
+    r = run(sched(preemption=False), nodes, queues, holding, pending, now=now)
+    assert r.placements == []
 
 
 def test_a_reservation_waiting_on_quota_is_held_whole() -> None:

@@ -8,7 +8,11 @@ the head would fit, and the nodes it would then use. A later workload may start 
 * it does not touch the reserved nodes, or
 * it has a runtime estimate and ends before the reservation starts,
 
-so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). With the
+so it can never delay the head (EASY, Lifka 1995; the rule Slurm's backfill uses). With several
+reservations (the starving workloads', below), "the reservation" is the earliest of them, unless
+the policy's ``backfill_each_reservation`` checks each on its own nodes: work that ends before one
+reservation starts may then use that one's nodes while it avoids those of reservations starting
+sooner (``Reservations.nodes_starting_before``). With the
 policy's ``reservation_spare`` (off by default, see ``PolicyOptions``), a reservation holds only
 what its workload will use: a reserved node's *spare* (the whole devices, CPU and memory it has left
 at the reservation's start once the workload is on it, by the running workloads' estimates) may be
@@ -138,7 +142,7 @@ class Reservations:
     """The round's reservations: EASY's one for the blocked head, plus one per starving workload.
 
     A workload may start now only off every reserved node, or, with a runtime estimate, when it
-    ends before the earliest reservation starts.
+    ends before the earliest reservation starts (``nodes_starting_before``: before each one's).
     """
 
     def __init__(self) -> None:
@@ -204,6 +208,19 @@ class Reservations:
                 s[0] -= len(a.devices)
                 s[1] -= a.cpu_milli
                 s[2] -= a.memory_mib
+
+    def nodes_starting_before(self, end: float) -> frozenset[int]:
+        """Nodes of the reservations starting before ``end`` (all for an endless or unestimated workload).
+
+        Each reservation is checked on its own (as conservative backfill does): work that ends
+        before a reservation starts may use that reservation's nodes even when another, earlier
+        reservation elsewhere would be delayed by it on its own nodes.
+        """
+        out: frozenset[int] = frozenset()
+        for r in self.items:
+            if r.start < end or math.isinf(end):  # no estimate: it may delay every reservation
+                out = out | r.nodes
+        return out
 
     @property
     def first(self) -> Reservation:

@@ -78,11 +78,15 @@ class Explainer:
             largest = max(blocks.values(), default=0)
             where = "in one switch" if topology else "at once"
             if total < need:
-                return (f"needs {need} x {label} {where} ({w.task_count} tasks); the largest free block under a "
-                        f"switch is {largest} and only {total} are free on eligible nodes{tail}")
-            return (f"needs {need} x {label} {where} ({w.task_count} tasks); the largest free block under a switch "
-                    f"is {largest}, but no set of eligible nodes fits every task (CPU, memory or devices per node)"
-                    f"{tail}")
+                return (
+                    f"needs {need} x {label} {where} ({w.task_count} tasks); the largest free block under a "
+                    f"switch is {largest} and only {total} are free on eligible nodes{tail}"
+                )
+            return (
+                f"needs {need} x {label} {where} ({w.task_count} tasks); the largest free block under a switch "
+                f"is {largest}, but no set of eligible nodes fits every task (CPU, memory or devices per node)"
+                f"{tail}"
+            )
         parts = []
         for ps in w.pod_sets:
             el = self.eligibility.of(ps)
@@ -97,7 +101,9 @@ class Explainer:
             else:
                 best = max((pool.whole_free(i) for i in usable), default=0)
                 freest = f"the freest has {best} whole device(s) free"
-            parts.append(f"{ps.count} x ({describe_request(req)}) on {len(usable)} eligible node(s), {freest}")
+            parts.append(
+                f"{ps.count} x ({describe_request(req)}) on {len(usable)} eligible node(s), {freest}"
+            )
         return "no room for " + "; ".join(parts) + tail
 
 

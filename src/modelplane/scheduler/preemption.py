@@ -71,8 +71,9 @@ def submitted_before(a: Workload, b: Workload) -> bool:
     return (a.created_at, a.job_id) < (b.created_at, b.job_id)
 
 
-def preemption_rule(x: Workload, victim: Workload, book: QuotaBook,
-                    reclaim: Collection[str] = (), starving: bool = False) -> str | None:
+def preemption_rule(
+    x: Workload, victim: Workload, book: QuotaBook, reclaim: Collection[str] = (), starving: bool = False
+) -> str | None:
     """Why ``victim`` may be preempted for ``x``, or None when it may not.
 
     ``reclaim`` are the models on which ``x``'s queue reclaims its nominal quota (``reclaim_models``);
@@ -86,8 +87,10 @@ def preemption_rule(x: Workload, victim: Workload, book: QuotaBook,
         borrowed = _borrowed_models(victim, book, reclaim)
         if borrowed:
             assert xq is not None
-            return (f"reclaim: queue {victim.queue} borrows {', '.join(borrowed)} from cohort {xq.cohort}; "
-                    f"queue {x.queue} takes back its nominal quota")
+            return (
+                f"reclaim: queue {victim.queue} borrows {', '.join(borrowed)} from cohort {xq.cohort}; "
+                f"queue {x.queue} takes back its nominal quota"
+            )
     if starving and victim.priority <= x.priority and submitted_before(x, victim):
         # A training queue is reserved: its admitted runs keep their resources against equal
         # priority, however long another job has waited (they yield to higher priority, and what
@@ -99,8 +102,10 @@ def preemption_rule(x: Workload, victim: Workload, book: QuotaBook,
             return f"aging: {x.job_id} starves; queue {victim.queue} has no quota"
         if same_cohort and any(book.borrowing(victim.queue, k) for k in book.usage.get(victim.queue, {})):
             assert xq is not None
-            return (f"aging: {x.job_id} starves; {victim.job_id}, submitted after it, borrows from "
-                    f"cohort {xq.cohort}")
+            return (
+                f"aging: {x.job_id} starves; {victim.job_id}, submitted after it, borrows from "
+                f"cohort {xq.cohort}"
+            )
     if victim.priority >= x.priority:
         return None
     if victim.queue == x.queue:
@@ -173,11 +178,15 @@ def select_victims(
         rule = preemption_rule(x, r.workload, book, reclaim, starving)
         if rule is None:
             continue
-        if starved_s is not None and r.workload.priority >= x.priority \
-                and r.started_at - r.workload.created_at >= starved_s:
+        if (
+            starved_s is not None
+            and r.workload.priority >= x.priority
+            and r.started_at - r.workload.created_at >= starved_s
+        ):
             continue
-        if not any(a.node in eligible_nodes for a in r.placement.assignments) \
-                and not rule.startswith(("reclaim", "borrowing", "same")):
+        if not any(a.node in eligible_nodes for a in r.placement.assignments) and not rule.startswith(
+            ("reclaim", "borrowing", "same")
+        ):
             continue
         cands.append((r, rule))
         if len(cands) >= MAX_VICTIM_CANDIDATES:

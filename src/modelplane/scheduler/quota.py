@@ -54,7 +54,9 @@ class QuotaBook:
         self.borrow_limit: dict[str, dict[str, int] | None] = {
             q: s.borrowing_limit_milli() for q, s in queues.items()
         }
-        self.lend_limit: dict[str, dict[str, int] | None] = {q: s.lending_limit_milli() for q, s in queues.items()}
+        self.lend_limit: dict[str, dict[str, int] | None] = {
+            q: s.lending_limit_milli() for q, s in queues.items()
+        }
         self.usage: dict[str, dict[str, int]] = {q: {} for q in queues}
         self.cohorts: dict[str, list[str]] = {}
         for q, s in sorted(queues.items()):
@@ -132,16 +134,20 @@ class QuotaBook:
                 return QuotaVerdict(True)
             return QuotaVerdict(
                 False,
-                reason=(f"queue {queue} over quota for {label} ({format_milli(used)}/{format_milli(nominal)} used, "
-                        f"needs {format_milli(milli)}; not in a cohort to borrow)"),
+                reason=(
+                    f"queue {queue} over quota for {label} ({format_milli(used)}/{format_milli(nominal)} used, "
+                    f"needs {format_milli(milli)}; not in a cohort to borrow)"
+                ),
             )
         limits = self.borrow_limit[queue]
         if limits is not None and key in limits and new > nominal + limits[key]:
             return QuotaVerdict(
                 False,
-                reason=(f"queue {queue} at its borrowing limit for {label} ({format_milli(used)} used of "
-                        f"{format_milli(nominal)} quota + {format_milli(limits[key])} borrowable, "
-                        f"needs {format_milli(milli)})"),
+                reason=(
+                    f"queue {queue} at its borrowing limit for {label} ({format_milli(used)} used of "
+                    f"{format_milli(nominal)} quota + {format_milli(limits[key])} borrowable, "
+                    f"needs {format_milli(milli)})"
+                ),
             )
         guaranteed = self._guaranteed(queue, key)
         pool_used = self.cohort_used(queue, key)
@@ -156,15 +162,19 @@ class QuotaBook:
                 False,
                 reclaimable=True,
                 cohort_full=True,
-                reason=(f"queue {queue} is within its quota for {label} ({format_milli(used)}/"
-                        f"{format_milli(nominal)} used) but cohort {cohort} has lent it out; "
-                        "reclaiming from borrowers of lower priority"),
+                reason=(
+                    f"queue {queue} is within its quota for {label} ({format_milli(used)}/"
+                    f"{format_milli(nominal)} used) but cohort {cohort} has lent it out; "
+                    "reclaiming from borrowers of lower priority"
+                ),
             )
         return QuotaVerdict(
             False,
             cohort_full=True,
-            reason=(f"queue {queue} over quota for {label} ({format_milli(used)}/{format_milli(nominal)} used, "
-                    f"cohort {cohort} has {format_milli(lend)} to lend, needs {format_milli(milli)})"),
+            reason=(
+                f"queue {queue} over quota for {label} ({format_milli(used)}/{format_milli(nominal)} used, "
+                f"cohort {cohort} has {format_milli(lend)} to lend, needs {format_milli(milli)})"
+            ),
         )
 
     def share(self, queue: str) -> float:
@@ -193,7 +203,9 @@ def placement_gpu_milli(placement: Placement, nodes: Mapping[str, Node]) -> dict
     return out
 
 
-def admissible_models(book: QuotaBook, queue: str, models: Iterable[str], milli: int) -> tuple[list[str], list[QuotaVerdict]]:
+def admissible_models(
+    book: QuotaBook, queue: str, models: Iterable[str], milli: int
+) -> tuple[list[str], list[QuotaVerdict]]:
     """Models on which the queue has room for the whole demand, and the refusals of the others.
 
     Admitting on these models only is sound for a gang split over several of them: each part is at

@@ -14,7 +14,8 @@ Options of the policy variants (all keyword, all optional): ``scorer`` (a regist
 or a ``NodeScorer`` object), ``order`` (fair | priority | fifo | sjf), ``quota``, ``backfill``,
 ``strict_fifo``, ``preemption``, ``max_preemptors``, ``starvation_s`` (aging threshold, None = off),
 ``max_starving_reservations``, ``borrow_order`` (fair | size: who gets lent capacity),
-``starving_order`` (age | size), ``reservation_spare``, ``workload_mix`` (the task sizes FGD measures
+``starving_order`` (age | size), ``starving_head``, ``reservation_spare``,
+``backfill_each_reservation``, ``workload_mix`` (the task sizes FGD measures
 fragmentation against), ``seed``, and for placement ``max_candidates`` (None = score every
 feasible node, as the FGD paper's simulator does), ``topology``, ``spread``, ``domain_tries``.
 """
