@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,10 +36,11 @@ def _stalled(log: Path) -> bool:
         return False
 
 
-# Real processes over TCP: a SecAgg+ round is four Flower message round trips between the server
-# and every party; on a loaded 2-core machine that can take minutes.
-@pytest.mark.timeout(900)
-def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
+def _kill_stalled_party_4(
+    tmp_path: Path, rounds: int, fault: str
+) -> tuple[dict[str, Path], bytes, list[dict[str, Any]]]:
+    """Run a tapped federation in which party-4 stalls at the masked-vector stage (``fault``), kill
+    it there, and return the shards, what the parties sent to the server, and the round metrics."""
     shard_paths, test = shards(tmp_path)
     fed, tap = tapped(
         tmp_path,
@@ -46,13 +48,12 @@ def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
         test,
         # The dead party is waited for this long (or until Flower sees it offline, about
         # a minute); the live ones answer each stage within seconds even on a loaded machine.
-        ["--rounds", "1", "--round-timeout", "45", "--min-fit-parties", "3"],
-        party_args={"party-4": ["--inject-fault", "stall-masking"]},
+        ["--rounds", str(rounds), "--round-timeout", "45", "--min-fit-parties", "3"],
+        party_args={"party-4": ["--inject-fault", fault]},
     )
     try:
-        # Setup and key sharing done, party-4 is asked for its masked vector: kill it there.
         assert local.wait(fed, 600, until=lambda f: _stalled(tmp_path / "party-4.log")), (
-            "party-4 never reached the masked-vector stage; see the logs in " + str(tmp_path)
+            f"party-4 never reached the masked-vector stage ({fault}); see the logs in {tmp_path}"
         )
         fed.kill_party("party-4")
         assert local.wait(fed, 600), "the server did not finish after the dropout"
@@ -61,8 +62,15 @@ def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
     finally:
         fed.stop()
         tap.close()
+    return shard_paths, wire, json.loads((tmp_path / "out" / "metrics.json").read_text())
 
-    rounds = json.loads((tmp_path / "out" / "metrics.json").read_text())
+
+# Real processes over TCP: a SecAgg+ round is four Flower message round trips between the server
+# and every party; on a loaded 2-core machine that can take minutes.
+@pytest.mark.timeout(900)
+def test_secagg_round_survives_a_party_killed_mid_round(tmp_path: Path) -> None:
+    # Setup and key sharing done, party-4 is asked for its masked vector: killed there.
+    shard_paths, wire, rounds = _kill_stalled_party_4(tmp_path, 1, "stall-masking")
     assert len(rounds) == 1
     assert rounds[0]["parties"] == 4
     assert "party-4" in rounds[0]["dropped"]
@@ -87,27 +95,7 @@ def test_party_killed_in_a_round_whose_keys_were_shared_ahead(tmp_path: Path) ->
     """Round 2's keys are set up and shared during round 1 (``keyahead.py``); party-4 then dies at
     round 2's masked-vector stage. Its masks must be removed from its neighbours' shares as in a
     normal round, and round 3 (no keys ahead for the dead party) runs every stage again."""
-    shard_paths, test = shards(tmp_path)
-    fed, tap = tapped(
-        tmp_path,
-        shard_paths,
-        test,
-        ["--rounds", "3", "--round-timeout", "45", "--min-fit-parties", "3"],
-        party_args={"party-4": ["--inject-fault", "stall-masking:2"]},
-    )
-    try:
-        assert local.wait(fed, 600, until=lambda f: _stalled(tmp_path / "party-4.log")), (
-            "party-4 never reached round 2's masked-vector stage; see the logs in " + str(tmp_path)
-        )
-        fed.kill_party("party-4")
-        assert local.wait(fed, 600), "the server did not finish after the dropout"
-        assert fed.server.returncode == 0, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
-        wire = tap.sent_to_server()
-    finally:
-        fed.stop()
-        tap.close()
-
-    rounds = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    shard_paths, wire, rounds = _kill_stalled_party_4(tmp_path, 3, "stall-masking:2")
     assert [r["parties"] for r in rounds] == [5, 4, 4]
     assert "party-4" in rounds[1]["dropped"] and all(r["rejected"] == [] for r in rounds)
     # Round 2 used the keys shared ahead (no setup or key-sharing round trip of its own) ...
