@@ -40,4 +40,7 @@ gathered = [torch.zeros_like(w) for _ in range(world)]
 dist.all_gather(gathered, w)
 assert all(torch.equal(g, w) for g in gathered), "ranks diverged"
 print(f"rank {rank} done: final loss {loss.item():.5f}, weights identical across {world} ranks", flush=True)
+# Every rank past its last collective before any tears down: a rank destroying its group while a
+# peer's gloo transport still works on the last one aborted the peer (SIGABRT, seen once under CI load).
+dist.barrier()
 dist.destroy_process_group()

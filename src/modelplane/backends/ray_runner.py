@@ -67,12 +67,10 @@ class TaskRunner:
         full.update(env)
         full["MODELPLANE_RAY_NODE_ID"] = where["node_id"]
         full["MODELPLANE_RAY_NODE_IP"] = where["ip"]
-        full.setdefault(
-            "MODELPLANE_HOST", where["ip"]
-        )  # a server listens where its endpoint says (serve.replica)
-        full[ADDRESS_FILE_ENV] = (
-            self.address_path
-        )  # ... and reports the port it bound there (port 0: its own pick)
+        # A server listens where its endpoint says (serve.replica) and reports the port it bound
+        # there (port 0: its own pick).
+        full.setdefault("MODELPLANE_HOST", where["ip"])
+        full[ADDRESS_FILE_ENV] = self.address_path
         self.ip = where["ip"]
         workdir = cwd or os.getcwd()
         problem = None
