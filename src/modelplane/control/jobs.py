@@ -31,9 +31,8 @@ from modelplane.store import JobRecord, Store
 log = logging.getLogger("modelplane.control.jobs")
 EXIT_GRACE_S = 60.0  # how long a rank may take to exit after its last ("exiting") heartbeat
 FEDERATION_PARTY_GRACE_S = 60.0  # how long parties may run on after their federation's server finished
-SERVE_PORT_ENV = (
-    "MODELPLANE_PORT"  # a serving task's port: chosen here, or 0 where the task picks and reports it
-)
+# A serving task's port: chosen here, or 0 where the task picks it and reports it.
+SERVE_PORT_ENV = "MODELPLANE_PORT"
 
 
 def _free_port() -> int:
@@ -258,9 +257,7 @@ class JobController(Controller):
             elif manifest.kind == "FederatedJob" and a.pod_set != "server":
                 # A party listens where the address book says, so its port is fixed before launch.
                 env[SERVE_PORT_ENV] = str(_free_port())
-            if (
-                isinstance(manifest, FederatedJob) and a.pod_set == "server"
-            ):  # read by privacy/horizontal/server.py
+            if isinstance(manifest, FederatedJob) and a.pod_set == "server":  # read by horizontal/server.py
                 env["MODELPLANE_FL_ROUNDS"] = str(manifest.spec.rounds)
             out.append(
                 TaskLaunch(
