@@ -28,8 +28,13 @@ only, of each candidate text model (``CV_CANDIDATES``) — the figures the shipp
 on — and the benign training prompts that score highest out of fold (the tail that sets the 1%
 false-positive threshold).
 
+``--cv-pairs`` does the same on the training split's (system prompt, request) pairs for the text
+model and the context-model candidates (``PAIR_CANDIDATES``), with the false-positive rate on
+non-English benign pairs at each CV threshold (the language confound of the context features).
+
     PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py [--retrain] [--misses]
-    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv [--candidates NAME ...]
+    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv [--candidates NAME ...] [--misses]
+    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv-pairs [NAME ...]
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ import time
 import numpy as np
 
 from modelplane.serve.guards.benign import has_trigger_word
+from modelplane.serve.guards.deobfuscate import deobfuscate
 from modelplane.serve.guards.injection import (
+    BASE_RULES,
     DEFAULT_CONTEXT_MODEL_PATH,
+    DEFAULT_RULES,
     InjectionClassifier,
     InjectionFilter,
     Sample,
@@ -187,16 +195,63 @@ def with_system_prompt(text_clf: InjectionClassifier, ctx_clf: InjectionClassifi
 _OLD_BLOCKS = InjectionClassifier.CONTEXT_BLOCKS  # the text model's blocks before the folded one
 _STRUCTURE = ("latin_share", "mixed_scripts", "newlines", "quotes", "imperative_lines", "colons")
 CV_CANDIDATES: dict[str, dict[str, object]] = {
-    "char_wb+word (previous)": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ()},
-    "char_wb+word+folded (shipped)": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": ()},
-    "char_wb+word+shape": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ALL_FEATURES},
-    "char_wb+word+folded+shape": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": ALL_FEATURES},
+    "char_wb+word (previous)": {"BLOCKS": _OLD_BLOCKS, "SHAPE": (), "DEOBFUSCATE": "off"},
+    "char_wb+word+folded (shipped before #7)": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "off",
+    },
+    "char_wb+word+shape": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ALL_FEATURES, "DEOBFUSCATE": "off"},
+    "char_wb+word+folded+shape": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": ALL_FEATURES,
+        "DEOBFUSCATE": "off",
+    },
     # without length and question marks (artefacts of how the benign set was made: see injection.py)
-    "char_wb+word+folded+structure": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": _STRUCTURE},
+    "char_wb+word+folded+structure": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": _STRUCTURE,
+        "DEOBFUSCATE": "off",
+    },
+    # de-obfuscation (deobfuscate.py): score the decoded view too and keep the higher score, or
+    # train on and score the decoded view in place of the text; the rules read the view as well
+    "folded+deobfuscate-max": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "max"},
+    "folded+deobfuscate-view": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "view"},
+    # the family rules of issue #7 (FAMILY_RULES) beside the earlier ones; every candidate above
+    # is scored with the earlier rules (BASE_RULES) only
+    "folded+family-rules": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "RULES": DEFAULT_RULES,
+        "DEOBFUSCATE": "off",
+    },
+    "folded+deobfuscate-view+family-rules (shipped)": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "view",
+        "RULES": DEFAULT_RULES,
+    },
+    **{
+        f"folded+deobfuscate-view+family-rules C={c:g} (shipped: C=10)": {
+            "BLOCKS": InjectionClassifier.BLOCKS,
+            "SHAPE": (),
+            "DEOBFUSCATE": "view",
+            "RULES": DEFAULT_RULES,
+            "C": c,
+        }
+        for c in (3.0, 30.0)
+    },
 }
 
 
-def cross_validation(names: list[str], tail: int) -> dict[str, object]:
+def family_recall(samples: list[Sample], pred: np.ndarray) -> dict[str, float]:
+    """Share of each attack family (CyberSecEval's injection_variant) that ``pred`` blocks."""
+    n = collections.Counter(s.family for s in samples if s.label == 1)
+    hit = collections.Counter(s.family for s, p in zip(samples, pred, strict=True) if s.label == 1 and p)
+    return {k: hit[k] / v for k, v in n.items()}
+
+
+def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[str, object]:
     """Grouped 5-fold CV of each candidate on the training split (the held-out split is not read)."""
     from sklearn.metrics import roc_auc_score
 
@@ -204,14 +259,19 @@ def cross_validation(names: list[str], tail: int) -> dict[str, object]:
 
     train = [s for s in all_samples(DATA) if not is_test_group(s.group)]
     y = np.array([s.label for s in train])
-    rule_hit = np.array([bool(RegexRules().matches(s.text)) for s in train])
+    views = [deobfuscate(s.text) for s in train]
     out: dict[str, object] = {
         "split": "training side only, GroupKFold(5) by group",
         "train_attacks": int(y.sum()),
         "train_benign": int((y == 0).sum()),
     }
     for name in names:
-        cls = type("Candidate", (InjectionClassifier,), dict(CV_CANDIDATES[name]))
+        spec = dict(CV_CANDIDATES[name])
+        rules = RegexRules(spec.pop("RULES", BASE_RULES))  # type: ignore[arg-type]
+        cls: type[InjectionClassifier] = type("Candidate", (InjectionClassifier,), spec)
+        rule_hit = np.array([bool(rules.matches(s.text)) for s in train])
+        if cls.DEOBFUSCATE != "off":
+            rule_hit |= np.array([v is not None and bool(rules.matches(v)) for v in views])
         t0 = time.perf_counter()
         p = cls.cv_scores(train)
         combined = np.where(rule_hit, 1.0, p)
@@ -227,14 +287,101 @@ def cross_validation(names: list[str], tail: int) -> dict[str, object]:
             "combined_auc": round(float(roc_auc_score(y, combined)), 4),
             "combined_recall_english_at_cv_threshold": round(fam_hit[False] / fam_n[False], 4),
             "combined_recall_translated_at_cv_threshold": round(fam_hit[True] / fam_n[True], 4),
+            "combined_recall_by_family_at_cv_threshold": {
+                k: round(v, 3) for k, v in sorted(family_recall(train, pred).items())
+            },
             "seconds": round(time.perf_counter() - t0, 1),
         }
+        if misses:
+            for s, q, sc in zip(train, pred, combined, strict=True):
+                if s.label == 1 and not q:
+                    print(f"CV MISS {sc:.3f} {s.family} {s.language}: {s.text[:160]!r}", file=sys.stderr)
         if tail:
             order = np.argsort(-combined)
             out[name]["highest_benign"] = [  # type: ignore[index]
                 f"{combined[i]:.3f} {train[i].group}: {train[i].text[:100]}" for i in order if y[i] == 0
             ][:tail]
         print(f"cv/{name}: {out[name]}", file=sys.stderr)
+    return out
+
+
+# Language-invariant context features: whether the request repeats the system prompt's quoted
+# terms or its rare words (the secret, the person, the forbidden topic), but not the character
+# similarities, which also measure "same language as the system prompt".
+_INVARIANT = (
+    "quoted_term_in_request",
+    "rare_share_restrict",
+    "rare_share_other",
+    "rare_count_restrict",
+    "rare_count_other",
+)
+_TEXT: dict[str, object] = {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "view"}
+PAIR_CANDIDATES: dict[str, tuple[bool, dict[str, object]]] = {
+    "text model (deobfuscate-view), blind to the system prompt": (False, _TEXT),
+    "context model, all context features (shipped context model)": (True, {}),
+    "context model, language-invariant context features": (True, {"DENSE_USED": _INVARIANT}),
+    "context model + folded block, language-invariant context features": (
+        True,
+        {"DENSE_USED": _INVARIANT, "CONTEXT_BLOCKS": InjectionClassifier.BLOCKS},
+    ),
+    "context model + folded block + deobfuscate-view, all context features": (
+        True,
+        {"CONTEXT_BLOCKS": InjectionClassifier.BLOCKS, "CONTEXT_DEOBFUSCATE": "view"},
+    ),
+    "context model + folded block + deobfuscate-view, language-invariant context features": (
+        True,
+        {
+            "DENSE_USED": _INVARIANT,
+            "CONTEXT_BLOCKS": InjectionClassifier.BLOCKS,
+            "CONTEXT_DEOBFUSCATE": "view",
+        },
+    ),
+}
+
+
+def cross_validation_pairs(names: list[str]) -> dict[str, object]:
+    """Grouped 5-fold CV on the training split's (system prompt, request) pairs: does reading the
+    system prompt beat the text model? All with the rules (on the decoded view too). The
+    language confound is checked by the false-positive rate on non-English benign pairs at each
+    candidate's CV threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    from modelplane.serve.guards.injection import RegexRules
+
+    train = [s for s in pair_samples(DATA) if not is_test_group(s.group)]
+    y = np.array([s.label for s in train])
+    rules = RegexRules(DEFAULT_RULES)
+    rule_hit = np.array([bool(rules.matches(s.text)) for s in train])
+    views = [deobfuscate(s.text) for s in train]
+    rule_hit |= np.array([v is not None and bool(rules.matches(v)) for v in views])
+    non_english_benign = np.array([s.label == 0 and s.language != "English" for s in train])
+    in_domain = np.array([s.family == "benign-in-domain" for s in train])
+    out: dict[str, object] = {
+        "split": "training pairs only, GroupKFold(5) by group",
+        "train_attacks": int(y.sum()),
+        "train_benign": int((y == 0).sum()),
+        "train_non_english_benign": int(non_english_benign.sum()),
+    }
+    for name in names:
+        context, spec = PAIR_CANDIDATES[name]
+        cls: type[InjectionClassifier] = type("Candidate", (InjectionClassifier,), dict(spec))
+        t0 = time.perf_counter()
+        p = cls.cv_scores(train, context=context)
+        combined = np.where(rule_hit, 1.0, p)
+        thr = float(np.quantile(combined[y == 0], 0.99, method="higher")) + 1e-6
+        pred = combined >= thr
+        out[name] = {
+            "classifier_recall_at_1pct_fpr": round(recall_at_fpr(p, y, 0.01), 4),
+            "combined_recall_at_1pct_fpr": round(recall_at_fpr(combined, y, 0.01), 4),
+            "combined_auc": round(float(roc_auc_score(y, combined)), 4),
+            "fpr_non_english_benign_at_cv_threshold": round(float(pred[non_english_benign].mean()), 4),
+            "fpr_in_domain_benign_at_cv_threshold": round(float(pred[in_domain].mean()), 4),
+            "combined_recall_by_family_at_cv_threshold": {
+                k: round(v, 3) for k, v in sorted(family_recall(train, pred).items())
+            },
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(f"cv-pairs/{name}: {out[name]}", file=sys.stderr)
     return out
 
 
@@ -246,18 +393,34 @@ def main() -> None:
         "--retrain", action="store_true", help="train the classifier from the training split first"
     )
     ap.add_argument(
-        "--misses", action="store_true", help="print the held-out attacks the combined filter misses"
+        "--misses",
+        action="store_true",
+        help="print the held-out attacks the combined filter misses (with --cv: the training attacks missed out of fold)",
     )
     ap.add_argument(
         "--cv", action="store_true", help="grouped CV of the candidates on the training split only"
     )
     ap.add_argument("--candidates", nargs="*", default=list(CV_CANDIDATES), choices=list(CV_CANDIDATES))
     ap.add_argument(
+        "--cv-pairs",
+        nargs="*",
+        choices=list(PAIR_CANDIDATES),
+        help="grouped CV on the training pairs of the text and context candidates (all when none named)",
+    )
+    ap.add_argument(
         "--tail", type=int, default=15, help="with --cv: how many top-scoring benign prompts to list"
     )
     a = ap.parse_args()
+    if a.cv_pairs is not None:
+        names = a.cv_pairs or list(PAIR_CANDIDATES)
+        print(json.dumps({"benchmark": "guard_eval_cv_pairs", **cross_validation_pairs(names)}, indent=1))
+        return
     if a.cv:
-        print(json.dumps({"benchmark": "guard_eval_cv", **cross_validation(a.candidates, a.tail)}, indent=1))
+        print(
+            json.dumps(
+                {"benchmark": "guard_eval_cv", **cross_validation(a.candidates, a.tail, a.misses)}, indent=1
+            )
+        )
         return
     samples = all_samples(DATA)
     train = [s for s in samples if not is_test_group(s.group)]
@@ -315,9 +478,9 @@ def main() -> None:
     }
     comb = result["combined"]["held_out_at_threshold"]  # type: ignore[index]
     pred = scores["combined"] >= clf.threshold
-    fam_n = collections.Counter(s.family for s in test if s.label == 1)
-    fam_hit = collections.Counter(s.family for s, p in zip(test, pred, strict=True) if s.label == 1 and p)
-    result["combined_recall_by_family"] = {k: round(fam_hit[k] / n, 3) for k, n in sorted(fam_n.items())}
+    result["combined_recall_by_family"] = {
+        k: round(v, 3) for k, v in sorted(family_recall(test, pred).items())
+    }
     r = result["regex"]["held_out_at_threshold"]  # type: ignore[index]
     result["combined_vs_regex"] = {
         "recall_ratio": round(comb["recall"] / r["recall"], 3) if r["recall"] else None

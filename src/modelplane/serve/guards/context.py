@@ -14,6 +14,11 @@ than the text model on the same pairs (``benchmarks/guard_eval.py``, ``with_syst
 character similarities also measure "same language as the system prompt", and non-English benign
 requests are still rare next to the translated attacks. Lexical overlap cannot see that an
 omelette is a recipe; that needs a semantic model, which this guard may not fetch.
+Re-measured for issue #7 (``benchmarks/guard_eval.py --cv-pairs``, grouped CV on the training
+pairs only, all with the rules): the text model with de-obfuscation still beats every context
+variant, including one with only language-invariant features (whether the request repeats the
+system prompt's quoted terms or rare words) and one with the text model's blocks and decoding, so
+the context model stays off the gateway.
 
 Two kinds of features, both language-agnostic so they work on the 17 languages of the attacks:
 dense similarities (character 3-gram cosine and overlap share between the request and the whole

@@ -7,7 +7,10 @@ word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypo
 discussion" that character grams blur), and character n-grams of the text folded to Latin letters
 (``textgrams.fold_to_latin``: a loanword such as "password" or "instructions" then shares grams
 across scripts). The format can also carry language-agnostic shape features (``shape.py``); the
-shipped model uses none (see ``InjectionClassifier.SHAPE``). It is trained in this repository from CyberSecEval's
+shipped model uses none (see ``InjectionClassifier.SHAPE``). Encoded or disguised spans (base64,
+hex, binary, Morse, ROT13 and other shifts, reversed text, leetspeak, spaced-out letters, invisible
+and look-alike characters) are decoded first (``deobfuscate.py``), and the model is trained on and
+scores the decoded view; the rules read both the text and that view. It is trained in this repository from CyberSecEval's
 prompt-injection cases and our benign sets (``benign.py``, ``benign_pairs.py``) and stored as
 JSON (terms, idf, weights, threshold) — no pickle, nothing fetched from a hub. Train it (and the
 context model of ``context.py``, which also reads the deployment's system prompt) with
@@ -38,6 +41,7 @@ from modelplane.serve.errors import ModelValidationFailed
 from modelplane.serve.guards.base import Action, GuardDecision
 from modelplane.serve.guards.benign import benign_prompts
 from modelplane.serve.guards.context import DENSE_FEATURES, SystemPromptContext, common_words
+from modelplane.serve.guards.deobfuscate import deobfuscate
 from modelplane.serve.guards.shape import ALL_FEATURES as SHAPE_FEATURES
 from modelplane.serve.guards.shape import shape_features
 from modelplane.serve.guards.textgrams import WORD_TOKEN, char_wb_ngrams, fold_to_latin, word_ngrams
@@ -50,15 +54,18 @@ CYBERSECEVAL_FILES = ("prompt_injection.json", "prompt_injection_multilingual_ma
 # /4 adds the folded char block and the shape features; a model without them is still written as /3
 # (so the context model's file is unchanged), and a reader of /3 refuses a /4 file rather than
 # silently scoring it without the parts it does not know.
-FORMAT = "modelplane-injection-tfidf-lr/4"
+# /5 adds the de-obfuscation mode (deobfuscate.py); a model that does not use it is still written as
+# /4 or /3, and a reader of /4 refuses a /5 file rather than scoring it without decoding.
+FORMAT = "modelplane-injection-tfidf-lr/5"
+_FORMAT_4 = "modelplane-injection-tfidf-lr/4"
 _FORMAT_3 = "modelplane-injection-tfidf-lr/3"
-_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, FORMAT)
+_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, _FORMAT_4, FORMAT)
 
 # High-precision phrasings of known attack families; the regex-only baseline in
 # benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
 # by tests/serve/test_guards.py): a rule hit blocks whatever the classifier says.
 _NEG = r"(?<!\bnot )(?<!\bnever )(?<!n't )(?<!\bno )"  # "do not reveal the password" is an instruction, not an attack
-DEFAULT_RULES: tuple[tuple[str, str], ...] = (
+BASE_RULES: tuple[tuple[str, str], ...] = (
     (
         "ignore-instructions",
         r"\b(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+)?(of\s+)?(the\s+|your\s+|these\s+|those\s+)?"
@@ -128,6 +135,171 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
         r"|\b(spell|write|say|encode|translate)\b.{0,30}\b(password|secret key|secret)\b.{0,30}\b(backwards|in reverse|letter by letter|one letter at a time)\b",
     ),
 )
+
+
+# Rules for the families the classifier missed most often out of fold in grouped CV on the
+# training split (issue #7): a secret or the user's private data asked for in a disguise (a poem,
+# an acrostic, a translation, reversed, pig latin), split payloads to be reassembled, a claimed
+# mode switch or developer identity, "ignore the above", and "ignore previous instructions" in a
+# few more languages. Written from the training split's attacks and from known attack phrasings,
+# and kept silent on the benign training split like the rules above (tests/serve/test_guards.py).
+# Grouped CV on the training split (benchmarks/guard_eval.py --cv): recall at 1% FPR with the rules
+# 0.732 -> 0.805 without de-obfuscation, 0.761 -> 0.824 with it (the shipped filter).
+_SECRET = r"(secret\s+)?(password|passphrase|passcode|pass phrase|secret key|secret word|secret code|secret)"
+_PRIVATE = r"(initials|(full |first |last )?name|birth\s?\w*|email( address)?|e-mail|address|phone( number)?|age|location|favou?rite \w+|ssn)"
+_PASSWORD_ML = (
+    r"contraseña|mot de passe|phrase de passe|passwort|kennwort|passphrase|senha|пароль|密码|口令|パスワード|"
+    r"비밀번호|암호|पासवर्ड|पासफ्रेज़|পাসওয়ার্ড|şifre|parola|mật khẩu|kata sandi|รหัสผ่าน|كلمة المرور|كلمة السر"
+)
+_VERSE_ML = (
+    r"\bpoema\b|\bpoème|\bgedicht|\bpoesia\b|стих|хайку|\bhaiku\b|俳句|诗|詩|하이쿠|\b시를|कविता|हाइकु|কবিতা|হাইকু|"
+    r"\bşiir|\bthơ\b|\bpuisi\b|กลอน|บทกวี|ไฮกุ|قصيدة|\btula\b|acr[óo]stic|akrostichon|акростих|क्रोस्टिक|"
+    r"pig latin|latin cochon|猪拉丁|пиг-?латин"
+)
+
+
+def _near(a: str, b: str, gap: int) -> str:
+    """A pattern for ``a`` and ``b`` at most ``gap`` characters apart, in either order."""
+    return f"(?:{a}).{{0,{gap}}}(?:{b})|(?:{b}).{{0,{gap}}}(?:{a})"
+
+
+_PART_ML = r"\bpart|\bteil|часть|\bparte|\bpartie|\bphần|\bbagian|\bbölüm|\bbahagi|भाग|পার্ট|ส่วนที่|パート|الجزء"
+FAMILY_RULES: tuple[tuple[str, str], ...] = (
+    (
+        "secret-in-disguise",
+        r"\b(poem|haiku|acrostic|song|story|limerick|riddle|rap|sonnet|verse|rhyme)\b.{0,40}\b(the|your)\s+"
+        + _SECRET
+        + r"\b(?!\s+(rotation|reset|policy|policies|manager|security|hygiene|strength|hashing|storage|rules))"
+        r"|\b(the|your)\s+"
+        + _SECRET
+        + r"\s+(in|into|as|using|with)\s+(pig latin|leetspeak|leet|base-?64|hex(adecimal)?|rot-?13|morse( code)?|binary|reverse(d)?( order)?|backwards|an? (acrostic|poem|song|riddle))\b"
+        r"|\b(acrostic|first letter of each (line|word|sentence))\b.{0,40}\b(the|your)\s+" + _SECRET + r"\b",
+    ),
+    # The same in the other languages of the attacks: a poem, haiku, acrostic or pig latin near
+    # the word for password (either order: the word order differs by language).
+    (
+        "secret-in-disguise-ml",
+        _near(_VERSE_ML, _PASSWORD_ML, 16),
+    ),
+    (
+        "user-data-in-disguise",
+        r"\b(tell|give|reveal|share|send|show)\s+(me|us)\s+(\w+\s+){0,3}?(of\s+)?the user'?s\s+(\w+\s+)?"
+        + _PRIVATE
+        + r"\b"
+        r"|\b(translate|spell|reverse|encode|square|acrostic|poem|haiku|song|first letter)\b.{0,40}\bthe user'?s\s+(\w+\s+)?"
+        + _PRIVATE
+        + r"\b"
+        r"|\bthe user'?s\s+(\w+\s+)?"
+        + _PRIVATE
+        + r"\s+(in reverse( order)?|backwards|in (pig latin|base-?64|binary|hex|morse)|with (dashes|spaces|dots) (in )?between)",
+    ),
+    (
+        "split-payload",
+        r"\bpart\s*(1|one|a)\s*(is|:|=)\s*[\"'“].{1,200}\bpart\s*(2|two|b)\s*(is|:|=)\s*[\"'“]"
+        r"|\b(combine|concatenate|join|interlace)\s+(the\s+)?(strings?\s+|parts?\s+)?[a-z]\s*(,|and)\s*[a-z]\b.{0,80}\b(answer|respond|execute|follow|question)"
+        r"|\binterlace part\s*1\b",
+    ),
+    (
+        "claimed-mode-or-identity",
+        r"\b(i am|i'm|we are|we're)\s+(now\s+)?(entering|activating|enabling|switching( you)? (in)?to|putting you in(to)?)\b.{0,40}\bmode\b"
+        r"|\b(override|law enforcement|verification|unrestricted)\s+mode\b"
+        r"|\b(i am|i'm)\s+(actually\s+)?(your|the ai's|the bot's|this bot's)\s+(developer|creator|programmer|owner|administrator|admin|supervisor|boss|maker)\b",
+    ),
+    (
+        "ignore-above",
+        r"\b(ignore|disregard)\s+(all\s+|everything\s+)?(of\s+)?the\s+above\b(?!\s+(typo|typos|warning|warnings|error|errors|message|note|comment|code|output|log|formatting))"
+        r"|\bwhat your (password|passcode|passphrase|secret key|secret password|secret word|system prompt) (is|was)\b",
+    ),
+    # "Ignore the above", a "<system mode>" tag and numbered payload parts in the other languages.
+    (
+        "ignore-above-ml",
+        r"\b(ignora|ignore|ignorez|ignoriere|ignorieren sie) (lo anterior|o acima|quanto sopra|ce qui précède|das obige|das oben gesagte)"
+        r"|(игнорир|проигнорир)\w* (всё |все )?(вышесказанное|вышеизложенное|написанное выше)|(忽略|无视)(上述|以上|上面)"
+        r"|上記(のこと)?を無視|위의 (내용|것)을 무시|(อย่าไปสนใจ|ละเว้น|เพิกเฉย)ข้างต้น|উপরেরটি উপেক্ষা|ऊपर (दिए गए |लिखे )?(को|की) (अनदेखा|नज़रअंदाज़|उपेक्षा)"
+        r"|تجاهل ما (سبق|ورد أعلاه)|yukarıdakileri (görmezden gel|yok say|unut)|bỏ qua (những )?(điều |nội dung )?(ở )?trên|\babaikan (yang )?di atas|huwag pansinin ang (nasa )?itaas",
+    ),
+    (
+        "mode-tag-ml",
+        r"<\s*[\w ]{0,24}(mode|modus|modo|режим|模式|モード|모드|โหมด|मोड|মোড|chế độ|\bmod\b|وضع)[\w ]{0,24}>",
+    ),
+    (
+        "split-payload-ml",
+        r"("
+        + _PART_ML
+        + r")\s*(1|١|১|१)[^\"'“«「\n]{0,12}[\"'“«「].{1,200}?("
+        + _PART_ML
+        + r")\s*(2|٢|২|२)[^\"'“«「\n]{0,12}[\"'“«「]"
+        r"|1\s*부는?\s*[\"'“].{1,200}?2\s*부는?\s*[\"'“]|第\s*1\s*部分.{1,200}?第\s*2\s*部分",
+    ),
+    # Asking for the password outright in other languages ("share your password", "tell me the
+    # password"): the English form is in exfiltrate-prompt, the "what is" form in ask-for-secret.
+    (
+        "give-secret-ml",
+        r"(?<!\bnon )(?<!\bno )(?<!\bne )(?<!\bnão )(?<!\bне )(?<!\bjangan )(?:"
+        r"\b(partager|donner|dire|révéler|donnez|dites|partagez|révélez)(-moi)? (votre|ton|le) mot de passe"
+        r"|\b(compartir|dar|decir|revelar|dime|dame|comparte|compartes)(me)? (tu|su|la) contraseña"
+        r"|\b(compartilhar|partilhar|dizer|revelar|diga|dê|compartilhe)(-me)? (a |sua |tua )?senha"
+        r"|\b(condividere|dirmi|dimmi|rivelare|dammi|rivelami|condividi) (la )?(tua )?password"
+        r"|\b(teile|nenne|verrate|sag|sagen sie|teilen sie|nennen sie)( mir)? (dein|ihr|das)e?s? (passwort|kennwort)"
+        r"|\b(membagikan|bagikan|berikan|beri tahu|sebutkan) (aku |saya )?kata sandi"
+        r"|パスワードを(教えて|共有|提供)|(비밀번호|암호)를 (알려|공유|말해)|(告诉我|分享|提供)\S{0,4}密码|密码告诉我"
+        r"|\b(скажи|скажите|сообщи|сообщите|поделись|поделитесь|назови|назовите|дай|дайте)( мне)? (свой |ваш |твой )?пароль)",
+    ),
+    (
+        "ignore-instructions-ml2",
+        r"(αγνο|ξεχ[άα]σ|παράβλεψ)\w* (όλες )?(τις |τ )*(προηγούμενες|παραπάνω)"
+        r"|\b(игнорир|проигнорир)\w* (все )?предыдущ|(이전|앞의) (지시|지침|명령|규칙).{0,20}(무시|잊)"
+        r"|\b(ignorier|vergiss)\w* (deine|ihre|alle deine) (vorherigen|bisherigen|früheren) (anweisungen|regeln|instruktionen)"
+        r"|\b(игнорир|проигнорир|забыть|забудьте)\w* (все )?(предыдущие|прежние|вышеуказанные) (инструкции|указания|правила)"
+        r"|\b(negeer|vergeet) (alle )?(de )?(vorige|eerdere) (instructies|opdrachten)"
+        r"|\b(zignoruj|zapomnij) (wszystkie )?(poprzednie|wcześniejsze) (instrukcje|polecenia)"
+        r"|\b(ignorera|glöm) (alla )?(tidigare|föregående) (instruktioner)",
+    ),
+)
+DEFAULT_RULES = BASE_RULES + FAMILY_RULES
+# Substrings at least one of which the lowercased text of every match of the rule contains
+# (``RegexRules``): a cheap first pass (plain substring search runs in C) that keeps long
+# alternations off most prompts. tests/serve/test_guards.py checks they never change a verdict.
+_PASSWORD_WORDS = (
+    "contraseña", "mot de passe", "phrase de passe", "passwort", "kennwort", "passphrase", "senha",
+    "пароль", "密码", "口令", "パスワード", "비밀번호", "암호", "पासवर्ड", "पासफ्रेज़", "পাসওয়ার্ড", "şifre",
+    "parola", "mật khẩu", "kata sandi", "รหัสผ่าน", "كلمة المرور", "كلمة السر",
+)  # fmt: skip
+RULE_PREFILTERS: dict[str, tuple[str, ...]] = {
+    "ignore-instructions-ml": (
+        "anterior", "previas", "précédentes", "antérieures", "precedenti", "prévias", "vorherigen",
+        "vorigen", "bisherigen", "früheren", "предыдущие", "прежние", "之前", "以前", "先前", "上述",
+        "前面", "前", "これまで", "이전", "앞의", "पिछले", "पहले के", "আগের", "পূর্ববর্তী", "önceki",
+        "trước", "sebelumnya", "ก่อนหน้า", "السابقة", "nakaraang", "naunang",
+    ),
+    "ask-for-secret": (
+        *_PASSWORD_WORDS, "code secret", "clé secrète", "clave secreta", "chave secreta", "password",
+        "chiave segreta", "секретный ключ", "秘密", "密钥", "비밀 키", "गुप्त कुंजी", "পাসওয়র্ট", "গোপন চাবি",
+        "gizli anahtar", "khóa bí mật", "kunci rahasia", "المفتاح السري", "lihim na susi",
+    ),
+    "exfiltrate-prompt": ("prompt", "instruction", "key", "passw", "passcode"),
+    "secret-in-disguise": ("pass", "secret"),
+    "user-data-in-disguise": ("user",),
+    "split-payload": ("part", "combine", "concatenate", "join", "interlace"),
+    "claimed-mode-or-identity": (
+        "mode", "developer", "creator", "programmer", "owner", "admin", "supervisor", "boss", "maker",
+    ),
+    "ignore-above-ml": (
+        "anterior", "acima", "sopra", "précède", "obige", "oben gesagte", "вышесказанное", "вышеизложенное",
+        "написанное выше", "上述", "以上", "上面", "上記", "위의", "ข้างต้น", "উপরেরটি", "ऊपर", "سبق",
+        "أعلاه", "yukarıdakileri", "trên", "di atas", "itaas",
+    ),
+    "secret-in-disguise-ml": _PASSWORD_WORDS,
+    "give-secret-ml": (*_PASSWORD_WORDS, "password"),
+    "ignore-instructions-ml2": (
+        "προηγούμεν", "παραπάνω", "предыдущ", "прежние", "вышеуказанные", "이전", "앞의", "vorherigen",
+        "bisherigen", "früheren", "vorige", "eerdere", "poprzednie", "wcześniejsze", "tidigare", "föregående",
+    ),
+    "split-payload-ml": (
+        "part", "teil", "часть", "parte", "partie", "phần", "bagian", "bölüm", "bahagi", "भाग", "পার্ট",
+        "ส่วนที่", "パート", "الجزء", "부", "部分",
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,12 +394,34 @@ def is_test_group(group: str, test_percent: int = 25) -> bool:
     return int(hashlib.sha256(group.encode()).hexdigest(), 16) % 100 < test_percent
 
 
+# Letters that re.IGNORECASE treats as one and str.lower() does not (sre's equivalence classes:
+# dotless i, long s, final sigma, the Greek symbol variants), so that the prefilters' substring
+# test never misses a text a rule matches (U+0307: the dot str.lower() leaves from "İ").
+_CASE_EQUIVALENTS = str.maketrans("ıſςµͅιϐϑϰϖϱϕϵẛﬅ", "isσμιιβθκπρφεṡﬆ", "\u0307")
+
+
+def _fold_case(text: str) -> str:
+    return text.lower().translate(_CASE_EQUIVALENTS)
+
+
 class RegexRules:
+    """The rules, each compiled once; a rule with an entry in ``RULE_PREFILTERS`` is tried only on
+    text that contains one of its prefilter's substrings."""
+
     def __init__(self, rules: tuple[tuple[str, str], ...] = DEFAULT_RULES) -> None:
-        self.rules = [(name, re.compile(p, re.IGNORECASE | re.DOTALL | re.MULTILINE)) for name, p in rules]
+        flags = re.IGNORECASE | re.DOTALL | re.MULTILINE
+        self.rules = [
+            (name, re.compile(p, flags), tuple(_fold_case(w) for w in RULE_PREFILTERS.get(name, ())))
+            for name, p in rules
+        ]
 
     def matches(self, text: str) -> list[str]:
-        return [name for name, rx in self.rules if rx.search(text)]
+        low = _fold_case(text)
+        return [
+            name
+            for name, rx, pre in self.rules
+            if (not pre or any(w in low for w in pre)) and rx.search(text)
+        ]
 
 
 ANALYZERS = ("char_wb", "word", "char_wb_folded", "overlap")
@@ -368,6 +562,17 @@ class InjectionClassifier:
     # (without them: 0.737), which tell CyberSecEval's attacks from our hand-written benign set
     # rather than an attack from a request: a long pasted document would be pushed towards a block.
     SHAPE: tuple[str, ...] = ()
+    # What the text-only model does with encoded or disguised spans (``deobfuscate.py``): "off",
+    # "max" (score the text and its decoded view, keep the higher) or "view" (train on and score
+    # the decoded view in place of the text). Grouped CV on the training split, with the earlier
+    # rules reading the view too: recall at 1% FPR 0.732 off, 0.734 max, 0.761 view (issue #7).
+    DEOBFUSCATE = "view"
+    DEOBFUSCATE_MODES = ("off", "max", "view")
+    # The context model keeps "off": its held-out figures have been seen, so it is not re-tuned.
+    CONTEXT_DEOBFUSCATE = "off"
+    # The context features a context model is trained with (the others get weight 0); all of them
+    # in the shipped context model. ``benchmarks/guard_eval.py --cv-pairs`` measures subsets.
+    DENSE_USED: tuple[str, ...] = DENSE_FEATURES
 
     def __init__(
         self,
@@ -377,7 +582,13 @@ class InjectionClassifier:
         dense_coef: tuple[float, ...] | None = None,
         common: frozenset[str] = frozenset(),
         shape: tuple[tuple[str, float], ...] | None = None,
+        deobfuscate: str = "off",
     ) -> None:
+        if deobfuscate not in self.DEOBFUSCATE_MODES:
+            raise ModelValidationFailed(
+                f"unknown deobfuscate mode {deobfuscate!r} (known: {list(self.DEOBFUSCATE_MODES)})",
+                hint="retrain: python -m modelplane.serve.guards.injection train",
+            )
         unknown = [n for n, _ in shape or () if n not in SHAPE_FEATURES]
         if unknown:
             raise ModelValidationFailed(
@@ -398,6 +609,7 @@ class InjectionClassifier:
         self.shape = shape
         self.shape_names = tuple(n for n, _ in shape or ())
         self.shape_coef = tuple(w for _, w in shape or ())
+        self.deobfuscate = deobfuscate
         self._sklearn: list[Any] | None = None
 
     @property
@@ -430,7 +642,16 @@ class InjectionClassifier:
 
     def score(self, text: str, context: SystemPromptContext | None = None) -> float:
         """Probability of injection (of ``text`` sent to a deployment with ``context``'s system prompt)."""
+        return self.score_with_view(text, deobfuscate(text) if self.deobfuscate != "off" else None, context)
+
+    def score_with_view(
+        self, text: str, view: str | None, context: SystemPromptContext | None = None
+    ) -> float:
+        """``score`` given ``text``'s decoded view (``deobfuscate(text)``, computed once by the caller)."""
         z = self.logit(text, context)
+        if view is not None and self.deobfuscate != "off":
+            zv = self.logit(view, context)
+            z = max(z, zv) if self.deobfuscate == "max" else zv
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def scores(self, texts: list[str], system_prompts: list[str] | None = None) -> np.ndarray:
@@ -451,12 +672,22 @@ class InjectionClassifier:
             raise ValueError("scores_sklearn covers the text-only model")
         if self._sklearn is None:
             self._sklearn = [b.sklearn_vectorizer() for b in self.blocks]
+        z = self._logits_sklearn(texts)
+        if self.deobfuscate != "off":
+            views = [deobfuscate(t) for t in texts]
+            zv = self._logits_sklearn([v if v is not None else t for v, t in zip(views, texts, strict=True)])
+            decoded = np.array([v is not None for v in views])
+            z = np.where(decoded, np.maximum(z, zv) if self.deobfuscate == "max" else zv, z)
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+    def _logits_sklearn(self, texts: list[str]) -> np.ndarray:
+        assert self._sklearn is not None
         z = np.full(len(texts), self.intercept)
         for b, vec in zip(self.blocks, self._sklearn, strict=True):
             z += np.asarray(vec.transform(texts) @ b.coef).ravel()
         if self.shape_names:
             z += np.array([shape_features(t, self.shape_names) for t in texts]) @ np.asarray(self.shape_coef)
-        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+        return z
 
     @classmethod
     def _fit(
@@ -476,6 +707,8 @@ class InjectionClassifier:
         lm = require("sklearn.linear_model", package="scikit-learn")
         sparse = require("scipy.sparse", package="scipy")
         specs = list(cls.CONTEXT_BLOCKS if system_prompts is not None else cls.BLOCKS)
+        if cls._deobfuscate_mode(system_prompts is not None) == "view":
+            texts = [deobfuscate(t) or t for t in texts]
         vecs = [
             text_mod.TfidfVectorizer(
                 ngram_range=tuple(b["ngram_range"]),
@@ -501,8 +734,11 @@ class InjectionClassifier:
                 )
                 specs.append({"analyzer": "overlap", "ngram_range": (1, 1)})
                 vecs.append(overlap)
+            used = np.array([f in cls.DENSE_USED for f in DENSE_FEATURES], dtype=np.float64)
             mats.append(
-                sparse.csr_matrix(np.array([c.dense(t) for c, t in zip(contexts, lowered, strict=True)]))
+                sparse.csr_matrix(
+                    np.array([c.dense(t) for c, t in zip(contexts, lowered, strict=True)]) * used
+                )
             )
         shape_names = cls.SHAPE if system_prompts is None else ()
         if shape_names:
@@ -542,7 +778,7 @@ class InjectionClassifier:
         benign = np.sort(cv_scores[y == 0])
         threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
         blocks, b0, dense, common, shape = cls._fit(texts, y, seed, prompts)
-        return cls(blocks, b0, threshold, dense, common, shape)
+        return cls(blocks, b0, threshold, dense, common, shape, cls._deobfuscate_mode(context))
 
     @classmethod
     def cv_scores(cls, samples: list[Sample], *, seed: int = 0, context: bool = False) -> np.ndarray:
@@ -559,14 +795,18 @@ class InjectionClassifier:
             sub = [prompts[i] for i in tr] if prompts is not None else None
             blocks, b0, dense, common, shape = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
             held = [prompts[i] for i in te] if prompts is not None else None
-            fold_clf = cls(blocks, b0, 0.5, dense, common, shape)
+            fold_clf = cls(blocks, b0, 0.5, dense, common, shape, cls._deobfuscate_mode(context))
             out[te] = fold_clf.scores([texts[i] for i in te], held)
         return out
+
+    @classmethod
+    def _deobfuscate_mode(cls, context: bool) -> str:
+        return cls.CONTEXT_DEOBFUSCATE if context else cls.DEOBFUSCATE
 
     def to_json(self) -> str:
         v4 = self.shape is not None or any(b.analyzer == "char_wb_folded" for b in self.blocks)
         d: dict[str, Any] = {
-            "format": FORMAT if v4 else _FORMAT_3,
+            "format": FORMAT if self.deobfuscate != "off" else _FORMAT_4 if v4 else _FORMAT_3,
             "blocks": [b.to_dict() for b in self.blocks],
             "intercept": self.intercept,
             "threshold": self.threshold,
@@ -579,6 +819,8 @@ class InjectionClassifier:
             }
         if self.shape is not None:
             d["shape"] = {"features": list(self.shape_names), "coef": [round(w, 6) for w in self.shape_coef]}
+        if self.deobfuscate != "off":
+            d["deobfuscate"] = self.deobfuscate
         return json.dumps(d, ensure_ascii=False)
 
     @classmethod
@@ -614,6 +856,7 @@ class InjectionClassifier:
             dense,
             common,
             shape,
+            str(d.get("deobfuscate", "off")),
         )
 
     @classmethod
@@ -651,7 +894,8 @@ class InjectionFilter:
 
     With ``system_prompt`` (the deployment's) the filter scores each request against it with the
     context model, parsing the system prompt once here rather than per request (measured in
-    benchmarks/guard_eval.py; the gateway does not use it yet, see context.py).
+    benchmarks/guard_eval.py; the gateway does not use it, see context.py: in grouped CV on the
+    training pairs it does not beat the text model).
     """
 
     name = "injection"
@@ -690,13 +934,21 @@ class InjectionFilter:
         )
 
     def score(self, text: str) -> tuple[float, list[str]]:
-        """(filter score, rule hits): the classifier's probability, or 1.0 when a rule matched in combined mode."""
+        """(filter score, rule hits): the classifier's probability, or 1.0 when a rule matched in combined mode.
+
+        With a de-obfuscating classifier the rules also read the decoded view (a hit there is
+        named ``<rule>:decoded``): "ignore previous instructions" in base64 is the same order.
+        """
+        decodes = self.classifier is not None and self.classifier.deobfuscate != "off"
+        view = deobfuscate(text) if decodes else None
         hits = self.rules.matches(text) if self.mode != "classifier" else []
+        if view is not None and self.mode != "classifier":
+            hits += [f"{h}:decoded" for h in self.rules.matches(view) if h not in hits]
         if self.mode == "regex" or self.classifier is None:
             return (1.0 if hits else 0.0), hits
         if hits and self.mode == "combined":
             return 1.0, hits
-        return self.classifier.score(text, self.context), hits
+        return self.classifier.score_with_view(text, view, self.context), hits
 
     def check(self, text: str) -> GuardDecision:
         p, hits = self.score(text)
