@@ -21,12 +21,20 @@ same pairs; the latency excludes the once-per-deployment parse of the system pro
 ``fpr_on_system_prompts_sent_as_requests`` how often CyberSecEval's system prompts, sent as a
 request to another deployment, are blocked (they are not in the pair set, see ``pairs.py``).
 
+``heldout_on_previous_benign_set``: the same figures with the benign prompts added for issue #7
+(``HAND_WRITTEN_MULTILINGUAL_3``, groups ``hand4-*``) left out of the held-out side, i.e. on the
+491 held-out benign prompts that existed before them; a gain that only comes from diluting the
+benign side with easy prompts shows as a gap between the two. (``has_trigger_word`` has counted
+the trigger words in all 17 languages since then, so ``test_benign_with_trigger_words`` and
+``fpr_on_benign_trigger_word_prompts`` cover non-English prompts too.)
+
 Prints one JSON object; ``--misses`` lists the held-out attacks the filter lets through (stderr).
 
 ``--cv`` touches no held-out sample: it prints the grouped 5-fold CV figures, on the training split
 only, of each candidate text model (``CV_CANDIDATES``) — the figures the shipped choice was made
 on — and the benign training prompts that score highest out of fold (the tail that sets the 1%
-false-positive threshold).
+false-positive threshold), the false-positive rate per language at the CV threshold, and the
+figures on the previous benign set (as above, leaving the issue #7 block out of the benign side).
 
 ``--cv-pairs`` does the same on the training split's (system prompt, request) pairs for the text
 model and the context-model candidates (``PAIR_CANDIDATES``), with the false-positive rate on
@@ -44,6 +52,7 @@ import collections
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,7 +68,7 @@ from modelplane.serve.guards.injection import (
     all_samples,
     is_test_group,
 )
-from modelplane.serve.guards.pairs import pair_samples
+from modelplane.serve.guards.pairs import _LanguageGuesser, pair_samples
 from modelplane.serve.guards.shape import ALL_FEATURES
 
 DATA = "../shared/data/datasets/cyberseceval-prompt-injection"
@@ -251,6 +260,38 @@ def family_recall(samples: list[Sample], pred: np.ndarray) -> dict[str, float]:
     return {k: hit[k] / v for k, v in n.items()}
 
 
+# The benign block added for issue #7 (``HAND_WRITTEN_MULTILINGUAL_3``). Figures "on the previous
+# benign set" leave these prompts out of the benign side (the model is still trained with them), so
+# that a gain that only comes from adding easy benign prompts, which dilute the false-positive
+# rate, cannot pass for a better ranking.
+NEW_BENIGN_GROUP_PREFIX = "hand4-"
+
+
+def is_new_benign(samples: list[Sample]) -> np.ndarray:
+    """Mask of the benign samples from the block added for issue #7."""
+    return np.array([s.label == 0 and s.group.startswith(NEW_BENIGN_GROUP_PREFIX) for s in samples])
+
+
+def benign_fpr_by_language(
+    samples: list[Sample], pred: np.ndarray, guess: Callable[[str], str]
+) -> dict[str, str]:
+    """False-positive rate of ``pred`` on the benign prompts of each language, as "fp/n".
+
+    CyberSecEval's system prompts carry their language; our hand-written prompts do not, so theirs
+    is guessed from character 3-grams (``pairs._LanguageGuesser``, fitted on the same samples'
+    attacks). This is where "non-English text => attack" shows: English has ~1,000 benign prompts
+    and each other language a few dozen.
+    """
+    n: collections.Counter[str] = collections.Counter()
+    fp: collections.Counter[str] = collections.Counter()
+    for s, p in zip(samples, pred, strict=True):
+        if s.label == 0:
+            lang = s.language if s.group.startswith("cse-") else guess(s.text)
+            n[lang] += 1
+            fp[lang] += bool(p)
+    return {k: f"{fp[k]}/{n[k]}" for k in sorted(n)}
+
+
 def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[str, object]:
     """Grouped 5-fold CV of each candidate on the training split (the held-out split is not read)."""
     from sklearn.metrics import roc_auc_score
@@ -260,6 +301,8 @@ def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[
     train = [s for s in all_samples(DATA) if not is_test_group(s.group)]
     y = np.array([s.label for s in train])
     views = [deobfuscate(s.text) for s in train]
+    guess = _LanguageGuesser([s for s in train if s.label == 1])
+    prev = ~is_new_benign(train)
     out: dict[str, object] = {
         "split": "training side only, GroupKFold(5) by group",
         "train_attacks": int(y.sum()),
@@ -277,6 +320,7 @@ def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[
         combined = np.where(rule_hit, 1.0, p)
         thr = float(np.quantile(combined[y == 0], 0.99, method="higher")) + 1e-6
         pred = combined >= thr
+        fpr_by_language = benign_fpr_by_language(train, pred, guess)
         fam_n = collections.Counter(s.language != "English" for s in train if s.label == 1)
         fam_hit = collections.Counter(
             s.language != "English" for s, q in zip(train, pred, strict=True) if s.label == 1 and q
@@ -285,11 +329,16 @@ def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[
             "classifier_recall_at_1pct_fpr": round(recall_at_fpr(p, y, 0.01), 4),
             "combined_recall_at_1pct_fpr": round(recall_at_fpr(combined, y, 0.01), 4),
             "combined_auc": round(float(roc_auc_score(y, combined)), 4),
+            "on_previous_benign_set": {
+                "combined_recall_at_1pct_fpr": round(recall_at_fpr(combined[prev], y[prev], 0.01), 4),
+                "combined_auc": round(float(roc_auc_score(y[prev], combined[prev])), 4),
+            },
             "combined_recall_english_at_cv_threshold": round(fam_hit[False] / fam_n[False], 4),
             "combined_recall_translated_at_cv_threshold": round(fam_hit[True] / fam_n[True], 4),
             "combined_recall_by_family_at_cv_threshold": {
                 k: round(v, 3) for k, v in sorted(family_recall(train, pred).items())
             },
+            "benign_fpr_by_language_at_cv_threshold": fpr_by_language,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         if misses:
@@ -452,12 +501,14 @@ def main() -> None:
         "threshold": round(clf.threshold, 4),
     }
     scores: dict[str, np.ndarray] = {}
+    preds: dict[str, np.ndarray] = {}
     for m in ("regex", "classifier", "combined"):
         f = InjectionFilter(clf, mode=m)
         f.check(texts[0])  # warm-up
         wall, cpu, decisions = timed(f.check, texts)
         pred = np.array([d.action.value == "block" for d in decisions])  # type: ignore[attr-defined]
         scores[m] = np.array([d.score for d in decisions])  # type: ignore[attr-defined]
+        preds[m] = pred
         result[m] = {
             "auc": round(float(roc_auc_score(y, scores[m])), 4),
             "recall_at_1pct_fpr": round(recall_at_fpr(scores[m], y, 0.01), 4),
@@ -492,6 +543,21 @@ def main() -> None:
             and comb["false_positive_rate"] <= 0.01
             and comb["recall"] >= 0.9
         ),
+    }
+    # The same figures with the benign prompts added for issue #7 left out of the held-out side:
+    # the 491 held-out benign prompts that existed before them (see NEW_BENIGN_GROUP_PREFIX).
+    prev = ~is_new_benign(test)
+    result["heldout_on_previous_benign_set"] = {
+        "test_attacks": int(y[prev].sum()),
+        "test_benign": int((y[prev] == 0).sum()),
+        **{
+            m: {
+                "auc": round(float(roc_auc_score(y[prev], scores[m][prev])), 4),
+                "recall_at_1pct_fpr": round(recall_at_fpr(scores[m][prev], y[prev], 0.01), 4),
+                "held_out_at_threshold": confusion(preds[m][prev], y[prev]),
+            }
+            for m in ("regex", "classifier", "combined")
+        },
     }
     result["with_system_prompt"] = with_system_prompt(clf, ctx_clf)
     if a.misses:

@@ -107,6 +107,30 @@ def test_benign_set_is_deterministic_and_mostly_trigger_words() -> None:
     assert sum(has_trigger_word(t) for _, t in a) > len(a) // 2
 
 
+def test_trigger_words_are_recognised_in_the_other_languages() -> None:
+    assert has_trigger_word("Olvidé la contraseña del banco")
+    assert has_trigger_word("पड़ोसी हमारी शिकायतों को नज़रअंदाज़ करते हैं")
+    assert has_trigger_word("ফেসবুকের পাসওয়ার্ড ভুলে গেছি")
+    assert has_trigger_word("Modemin Wi-Fi şifresini değiştirmek istiyorum.")
+    assert not has_trigger_word("¿Cuál es la mejor receta de tortilla de patatas?")
+
+
+def test_later_benign_blocks_are_appended_so_earlier_groups_keep_their_ids() -> None:
+    # A group's id decides its side of the split: a block inserted before another would move the
+    # earlier prompts across it and put held-out prompts into training.
+    from modelplane.serve.guards import benign
+
+    groups = benign_prompts()
+    first_new = next(i for i, (g, _) in enumerate(groups) if g.startswith("hand4-"))
+    assert not any(g.startswith(("hand-", "frame-", "hand2-", "hand3-")) for g, _ in groups[first_new:])
+    assert groups[first_new - 1] == (
+        f"hand3-{len(benign.HAND_WRITTEN_MULTILINGUAL_2) - 1}",
+        benign.HAND_WRITTEN_MULTILINGUAL_2[-1],
+    )
+    new = [t for g, t in groups if g.startswith("hand4-")]
+    assert new == list(benign.HAND_WRITTEN_MULTILINGUAL_3)
+
+
 @pytest.mark.parametrize("engine", ["regex", "presidio"])
 def test_pii_monitor_redacts_entities_and_deny_list(engine: str) -> None:
     mon = PiiMonitor(engine=engine, deny_list=("Project Falcon",))
