@@ -11,7 +11,14 @@ from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores import DEFAULT_SCORER
 from modelplane.scheduler.scores.fgd import fgd_int_score, fgd_options
-from modelplane.scheduler.scores.fragmentation import cpu_aware_fragmentation, node_fragmentation, typical_mix
+from modelplane.scheduler.scores.fgd_cpu_excess import opens_whole_node
+from modelplane.scheduler.scores.fragmentation import (
+    cpu_aware_fragmentation,
+    cpu_excess_fragmentation,
+    node_fragmentation,
+    structural_stranding,
+    typical_mix,
+)
 from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
 from modelplane.scheduler.scoring import ScoreContext, create_scorer, scorer_names
 
@@ -199,7 +206,9 @@ def test_fgd_cpu_pack_puts_cpu_tasks_where_gpus_are_taken_without_crossing_fgd_i
     assert all(v is not None for v in [*plain.values(), *packed.values()])
     assert plain["idle"] == plain["taken"] == plain["cpu_only"]  # FGD: a tie, left to node order
     # spend CPU where no GPU task needs it
-    assert packed["taken"] > packed["idle"] and packed["cpu_only"] > packed["idle"]
+    p_idle, p_taken, p_cpu_only = packed["idle"], packed["taken"], packed["cpu_only"]
+    assert p_idle is not None and p_taken is not None and p_cpu_only is not None
+    assert p_taken > p_idle and p_cpu_only > p_idle
     for name in plain:
         a, b = plain[name], packed[name]
         assert a is not None and b is not None and int(b[0]) == a[0] and b[1] == a[1] == ()
@@ -239,3 +248,63 @@ def test_fgd_cpu_aware_keeps_cpu_for_the_gpus_where_fgd_sees_a_tie() -> None:
     assert pb[0] > pa[0]
     assert pa[0] == fgd_int_score(-1000.0) and pb[0] == fgd_int_score(0.0)
     assert pa[1] == pb[1] == (0,)
+
+
+def test_cpu_excess_fragmentation_counts_only_stranding_beyond_the_node_build() -> None:
+    heavy = whole(1, cpu=18_000)
+    mix = [(heavy, 0.5), (share(500, cpu=4000), 0.5)]
+    # 96 CPUs run five copies of an 18-CPU one-GPU task: three of eight GPUs are stranded while idle
+    assert structural_stranding(96_000, 8, heavy) == 3000
+    assert structural_stranding(128_000, 8, heavy) == 1000
+    assert structural_stranding(96_000, 8, share(500, cpu=4000)) == 0
+    assert structural_stranding(96_000, 8, TaskRequest(cpu_milli=8000)) == 0
+    idle = [1000] * 8
+    kw = {"cpu_capacity": 96_000, "gpu_count": 8}
+    # idle: the build's own stranding is not fragment, so the value is FGD's
+    fgd_value = node_fragmentation(96_000, idle, "G2", mix)
+    assert cpu_excess_fragmentation(96_000, idle, "G2", mix, **kw) == fgd_value
+    assert cpu_aware_fragmentation(96_000, idle, "G2", mix) == pytest.approx(0.5 * 3000)
+    # 60 CPUs left feed three copies: five GPUs stranded, two more than the build strands
+    assert cpu_excess_fragmentation(60_000, idle, "G2", mix, **kw) == pytest.approx(0.5 * 2000)
+    assert cpu_aware_fragmentation(60_000, idle, "G2", mix) == pytest.approx(0.5 * 5000)
+    # devices too small for a shape count as in FGD; a shape that no longer fits counts everything; at
+    # 10 CPUs the share shape (4 CPUs, none stranded by the build) feeds two of its six devices
+    devices = [1000] * 6 + [300, 0]
+    assert cpu_excess_fragmentation(96_000, devices, "G2", mix, **kw) == pytest.approx(0.5 * 300 + 0.5 * 300)
+    got = cpu_excess_fragmentation(10_000, devices, "G2", mix, **kw)
+    assert got == pytest.approx(0.5 * 6300 + 0.5 * 4300)
+
+
+def g3_free(devices: list[int], cpu: int = 128_000) -> NodeFree:
+    node = Node(name="g3", cpu_milli=128_000, memory_mib=786_432, gpu_model="G2", gpu_count=len(devices))
+    return NodeFree(node, cpu, 786_432, list(devices))
+
+
+def test_fgd_cpu_excess_leaves_the_choice_of_an_idle_whole_node_to_fgd() -> None:
+    mix = [(whole(1, cpu=10_000), 0.9), (whole(8, cpu=88_000), 0.1)]
+    ctx = ScoreContext(workload_mix=mix)
+    fgd, aware, excess = create_scorer("fgd"), create_scorer("fgd_cpu_aware"), create_scorer("fgd_cpu_excess")
+    g2, g3 = free_of([1000] * 8), g3_free([1000] * 8)
+    assert opens_whole_node(g2, mix) and opens_whole_node(g3, mix)
+    # 66 CPUs left on the 96-CPU node feed 6 of its 7 GPUs; 98 on the 128-CPU one feed all 7
+    task = whole(1, cpu=30_000)
+    s: dict[str, tuple[float, float]] = {}
+    for name, scorer in (("fgd", fgd), ("aware", aware), ("excess", excess)):
+        a, b = scorer.score(g2, task, ctx), scorer.score(g3, task, ctx)
+        assert a is not None and b is not None and a[1] == b[1] == (0,)
+        s[name] = (a[0], b[0])
+    assert s["aware"][1] > s["aware"][0]  # the look-ahead opens the CPU-richest node
+    assert s["excess"] == s["fgd"] and s["fgd"][0] == s["fgd"][1]  # FGD's tie, left to the node order
+    # a node already in use is judged by the excess measure: 30 CPUs there strand one more GPU
+    used = free_of([0] + [1000] * 7, cpu=86_000)
+    assert not opens_whole_node(used, mix)
+    got = excess.score(used, task, ctx)
+    kw = {"cpu_capacity": 96_000, "gpu_count": 8}
+    before = cpu_excess_fragmentation(86_000, [0] + [1000] * 7, "G2", mix, **kw)
+    after = cpu_excess_fragmentation(56_000, [0, 0] + [1000] * 6, "G2", mix, **kw)
+    assert got == (float(fgd_int_score(before - after)), (1,))
+    # one GPU newly stranded for the 1-GPU shape; the 8-GPU shape (which no longer fits) loses one idle GPU
+    assert before - after == pytest.approx(-0.9 * 1000 + 0.1 * 1000)
+    # a node smaller than the mix's largest task is never judged as opening a whole node
+    assert not opens_whole_node(free_of([1000] * 4), mix)
+    assert opens_whole_node(free_of([1000] * 4), [(whole(4), 1.0)])

@@ -12,10 +12,13 @@ from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores.fragmentation import typical_mix
 from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
-from modelplane.scheduler.scoring import ScoreContext, create_scorer
+from modelplane.scheduler.scoring import NodeScorer, ScoreContext, create_scorer
 from modelplane.sim.openb import MAX_TAGS, Replay, inflated_order, replay
 
-SCORED = ["dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware"]
+SCORED = [
+    "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware",
+    "fgd_cpu_excess",
+]
 
 
 def random_cluster(rng: np.random.Generator, n: int) -> list[Node]:
@@ -65,6 +68,7 @@ def test_vectorised_scores_equal_the_per_node_scorers(policy: str) -> None:
     mix = typical_mix(reqs)
     r = Replay(nodes, policy, mix, seed=3)
     index = {n.name: i for i, n in enumerate(nodes)}
+    scorer: NodeScorer
     if policy == "gpuclustering":
         scorer = GpuClusteringScorer(lambda f: {TAG_NAMES[k]: int(v) for k, v in enumerate(r.state.tags[index[f.node.name]]) if v})
     else:

@@ -52,7 +52,8 @@ class LeastFreeScorer:
 # Scorers whose answer depends only on a node's free capacity, model and size, never on its name:
 # their scores are memoised per round by node state, since many nodes of a pool are in the same state.
 STATE_ONLY_SCORERS = frozenset(
-    {"least-free", "bestfit", "dotprod", "gpupacking", "gpuclustering", "fgd", "fgd-fine", "fgd_cpu_pack", "fgd_cpu_aware"})
+    {"least-free", "bestfit", "dotprod", "gpupacking", "gpuclustering", "fgd", "fgd-fine", "fgd_cpu_pack",
+     "fgd_cpu_aware", "fgd_cpu_excess"})
 
 
 @dataclass(frozen=True)

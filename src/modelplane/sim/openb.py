@@ -40,10 +40,11 @@ FloatArr = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
 
 POLICIES = (
-    "random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware"
+    "random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack",
+    "fgd_cpu_aware", "fgd_cpu_excess",
 )
 # policies that measure fragmentation and choose devices as FGD does
-FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware")
+FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware", "fgd_cpu_excess")
 MAX_DEV = 8
 MAX_TAGS = MAX_DEV + 1  # tag 0 = a share of one device, tag k = k whole devices
 
@@ -142,8 +143,8 @@ class Fragmentation:
             if s.gpu_models:
                 self.access[k, -1] = False
 
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr) -> FloatArr:
-        """Fragmentation of M hypothetical nodes: cpu (M,), gpu (M, 8), model (M,)."""
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
+        """Fragmentation of M hypothetical nodes: cpu (M,), gpu (M, 8), model (M,), which node (M,)."""
         total = gpu.sum(axis=1)
         g32 = gpu.astype(np.int32)
         fits = g32[:, None, :] >= self.shares[None, :, None].astype(np.int32)  # (M, distinct shares, 8)
@@ -159,7 +160,7 @@ class CpuAwareFragmentation(Fragmentation):
     """Vectorised ``scores.fragmentation.cpu_aware_fragmentation``: a shape feeds at most
     (free CPU // its CPU) x its device count of the fitting devices, largest first."""
 
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr) -> FloatArr:
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
         total = gpu.sum(axis=1)
         largest_first = -np.sort(-gpu, axis=1)
         zero = np.zeros((len(gpu), 1), dtype=np.int64)
@@ -172,6 +173,36 @@ class CpuAwareFragmentation(Fragmentation):
         fit = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :])
         fit &= cpu[:, None] >= self.tc[None, :]
         frag = np.where(fit, total[:, None] - usable, total[:, None]).astype(np.float64)
+        out: FloatArr = frag @ self.w
+        return out
+
+
+class CpuExcessFragmentation(Fragmentation):
+    """Vectorised ``scores.fragmentation.cpu_excess_fragmentation``: the look-ahead's stranded share
+    counts only beyond what each node's build strands while idle (``structural_stranding``)."""
+
+    def __init__(self, state: ClusterState, mix: Sequence[tuple[TaskRequest, float]]) -> None:
+        super().__init__(state, mix)
+        cap = np.array([n.cpu_milli for n in state.nodes], dtype=np.int64)[:, None]
+        copies = np.where(self.tc[None, :] > 0, cap // np.maximum(self.tc, 1)[None, :], MAX_DEV)
+        fed = np.minimum(copies * self.tg[None, :], MAX_DEV)
+        self.base: IntArr = (np.maximum(state.ngpu[:, None] - fed, 0) * MILLI).astype(np.int64)  # (N, shapes)
+
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
+        total = gpu.sum(axis=1)
+        largest_first = -np.sort(-gpu, axis=1)
+        zero = np.zeros((len(gpu), 1), dtype=np.int64)
+        prefix = np.concatenate([zero, np.cumsum(largest_first, axis=1)], axis=1)
+        fits = largest_first.astype(np.int32)[:, None, :] >= self.shares[None, :, None].astype(np.int32)
+        count = fits.sum(axis=2)[:, self.share_of]
+        copies = np.where(self.tc[None, :] > 0, cpu[:, None] // np.maximum(self.tc, 1)[None, :], MAX_DEV)
+        fed = np.minimum(count, np.minimum(copies * self.tg[None, :], MAX_DEV))
+        fitting_free = np.take_along_axis(prefix, count, axis=1)
+        stranded = fitting_free - np.take_along_axis(prefix, fed, axis=1)
+        excess = np.maximum(stranded - self.base[node], 0)
+        fit = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :])
+        fit &= cpu[:, None] >= self.tc[None, :]
+        frag = np.where(fit, total[:, None] - fitting_free + excess, total[:, None]).astype(np.float64)
         out: FloatArr = frag @ self.w
         return out
 
@@ -195,11 +226,20 @@ class Replay:
         # capacity alone; a placement changes one node, so per shape only changed nodes are recomputed.
         self.version = np.zeros(len(nodes), dtype=np.int64)
         self._delta_cache: dict[tuple[int, int, int], tuple[FloatArr, IntArr]] = {}
+        # fgd_cpu_excess judges nodes that would open a whole idle node by FGD's own measure
+        self.whole_frag: Fragmentation | None = None
+        self.whole_frag_now: FloatArr | None = None
+        self.largest_task = max((shape.gpu_count for shape, _ in self.mix), default=0)
         if policy in FGD_FAMILY:
-            measure = CpuAwareFragmentation if policy == "fgd_cpu_aware" else Fragmentation
-            self.frag = measure(self.state, self.mix)
+            measures = {"fgd_cpu_aware": CpuAwareFragmentation, "fgd_cpu_excess": CpuExcessFragmentation}
+            measure = measures.get(policy, Fragmentation)
             s = self.state
-            self.frag_now = self.frag.of(s.cpu, s.gpu, s.model)
+            everyone = np.arange(len(nodes))
+            self.frag = measure(s, self.mix)
+            self.frag_now = self.frag.of(s.cpu, s.gpu, s.model, everyone)
+            if policy == "fgd_cpu_excess":
+                self.whole_frag = Fragmentation(s, self.mix)
+                self.whole_frag_now = self.whole_frag.of(s.cpu, s.gpu, s.model, everyone)
         self._scorers: dict[str, Callable[[TaskRequest, IntArr], IntArr | FloatArr]] = {
             "random": self._random,
             "bestfit": self._bestfit,
@@ -210,6 +250,7 @@ class Replay:
             "fgd_plus": self._fgd_plus,
             "fgd_cpu_pack": self._fgd_cpu_pack,
             "fgd_cpu_aware": self._fgd_cpu_pack,  # the same scores over the CPU-aware measure (self.frag)
+            "fgd_cpu_excess": self._fgd_cpu_pack,  # ... over the excess measure, FGD's for whole idle nodes
         }
 
     # -- feasibility -------------------------------------------------------------------------
@@ -284,24 +325,43 @@ class Replay:
     def _fgd_deltas_now(self, req: TaskRequest, idx: IntArr) -> FloatArr:
         """Best (fragmentation before - after) per candidate node, computed afresh."""
         assert self.frag is not None and self.frag_now is not None
+        if self.whole_frag is None or self.whole_frag_now is None or not req.wants_gpu:
+            return self._deltas_by(self.frag, self.frag_now, req, idx)
+        opens = self.opens_whole_node(idx)  # judged by FGD's own measure (scores.fgd_cpu_excess)
+        out = np.empty(len(idx), dtype=np.float64)
+        if (~opens).any():
+            out[~opens] = self._deltas_by(self.frag, self.frag_now, req, idx[~opens])
+        if opens.any():
+            out[opens] = self._deltas_by(self.whole_frag, self.whole_frag_now, req, idx[opens])
+        return out
+
+    def opens_whole_node(self, idx: IntArr) -> BoolArr:
+        """``scores.fgd_cpu_excess.opens_whole_node``: all devices free, as many as the mix's largest task."""
+        s = self.state
+        idle = (s.gpu[idx] == MILLI).sum(axis=1) == s.ngpu[idx]
+        out: BoolArr = idle & (s.ngpu[idx] > 0) & (s.ngpu[idx] >= self.largest_task)
+        return out
+
+    def _deltas_by(self, frag: Fragmentation, frag_now: FloatArr, req: TaskRequest, idx: IntArr) -> FloatArr:
         s = self.state
         gpu = np.sort(s.gpu[idx], axis=1)  # fragmentation is symmetric in the devices
         cpu_after = s.cpu[idx] - req.cpu_milli
-        before = self.frag_now[idx]
+        before = frag_now[idx]
         if req.gpu_count == 1 and req.gpu_milli < MILLI:
             first = np.ones_like(gpu, dtype=bool)
             first[:, 1:] = gpu[:, 1:] != gpu[:, :-1]
             rows, cols = np.nonzero(first & (gpu >= req.gpu_milli))
             after = gpu[rows].copy()
             after[np.arange(len(rows)), cols] -= req.gpu_milli
-            f_after = self.frag.of(cpu_after[rows], after, s.model[idx][rows])
+            f_after = frag.of(cpu_after[rows], after, s.model[idx][rows], idx[rows])
             delta = np.full(len(idx), -np.inf)
             np.maximum.at(delta, rows, before[rows] - f_after)
             return delta
         after = gpu.copy()
         if req.gpu_count:
             after[:, MAX_DEV - req.gpu_count :] -= MILLI  # sorted ascending: whole free devices are last
-        return before - self.frag.of(cpu_after, after, s.model[idx])
+        out: FloatArr = before - frag.of(cpu_after, after, s.model[idx], idx)
+        return out
 
     def _fgd(self, req: TaskRequest, idx: IntArr) -> IntArr:
         d = np.round(self._fgd_deltas(req, idx), 6)
@@ -335,11 +395,16 @@ class Replay:
         s = self.state
         if not (req.gpu_count == 1 and req.gpu_milli < MILLI):
             return exclusive_devices(s.device_list(i), req.gpu_count)
+        frag, frag_now = self.frag, self.frag_now
+        whole = self.whole_frag is not None and self.opens_whole_node(np.array([i]))[0]
+        if whole and self.whole_frag is not None and self.whole_frag_now is not None:
+            frag, frag_now = self.whole_frag, self.whole_frag_now
         options = np.flatnonzero(s.gpu[i, : s.ngpu[i]] >= req.gpu_milli)
         after = np.repeat(s.gpu[i : i + 1], len(options), axis=0)
         after[np.arange(len(options)), options] -= req.gpu_milli
         cpu_after = np.full(len(options), s.cpu[i] - req.cpu_milli)
-        deltas = self.frag_now[i] - self.frag.of(cpu_after, after, np.full(len(options), s.model[i]))
+        same = np.full(len(options), i)
+        deltas = frag_now[i] - frag.of(cpu_after, after, s.model[same], same)
         scores = [fgd_int_score(float(d)) for d in deltas]
         return (int(options[scores.index(max(scores))]),)
 
@@ -369,8 +434,11 @@ class Replay:
         if tag >= 0:
             s.tags[i, tag] += 1
         self.version[i] += 1
+        one = np.array([i])
         if self.frag is not None and self.frag_now is not None:
-            self.frag_now[i] = self.frag.of(s.cpu[i : i + 1], s.gpu[i : i + 1], s.model[i : i + 1])[0]
+            self.frag_now[i] = self.frag.of(s.cpu[one], s.gpu[one], s.model[one], one)[0]
+        if self.whole_frag is not None and self.whole_frag_now is not None:
+            self.whole_frag_now[i] = self.whole_frag.of(s.cpu[one], s.gpu[one], s.model[one], one)[0]
 
 
 def inflated_order(requests: Sequence[TaskRequest], capacity_milli: int, ratio: float, seed: int) -> list[int]:
@@ -434,6 +502,7 @@ __all__ = [
     "POLICIES",
     "ClusterState",
     "CpuAwareFragmentation",
+    "CpuExcessFragmentation",
     "Fragmentation",
     "Replay",
     "ReplayResult",

@@ -15,7 +15,10 @@ cpu050, cpu100, multigpu40 and multigpu50 (seeds 42-51, within seed noise); the 
 only for a scorer at or above the published FGD on every trace (benchmarks/fgd_openb.py).
 ``fgd_cpu_aware`` is ``fgd_cpu_pack`` over a fragmentation measure that looks ahead on CPU (GPU a
 node's free CPU cannot feed counts as fragment): +0.2 to +0.8 points over the published FGD on 13
-lists and +0.05 on multigpu20, but 0.18-0.34 below it on multigpu30/40/50, so not the default either.
+lists and +0.05 on multigpu20, but 0.18-0.34 below it on multigpu30/40/50, so not the default either:
+it opens the few 128-CPU, 8-GPU nodes first, the only hosts of the 8-GPU pods asking 120 CPUs.
+``fgd_cpu_excess`` counts only stranding beyond a node's build and leaves the choice of an idle
+whole node to FGD's measure (see its module for the figures).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from modelplane.scheduler.scores import (
     dotprod,
     fgd,
     fgd_cpu_aware,
+    fgd_cpu_excess,
     fgd_cpu_pack,
     fgd_plus,
     gpuclustering,
@@ -40,6 +44,7 @@ __all__ = [
     "dotprod",
     "fgd",
     "fgd_cpu_aware",
+    "fgd_cpu_excess",
     "fgd_cpu_pack",
     "fgd_plus",
     "gpuclustering",

@@ -78,12 +78,18 @@ class FGDScorer:
     def __init__(self, measure: Measure = node_fragmentation) -> None:
         self.measure = measure  # how fragmentation is measured (FGD's own unless a variant says)
 
+    def measure_for(self, free: NodeFree, request: TaskRequest, mix: Mix) -> Measure:
+        """The measure this node is judged by for this request (always ``self.measure`` here)."""
+        return self.measure
+
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
         if not feasible(free, request):
             return None
+        mix = _mix(ctx, request)
+        measure = self.measure_for(free, request, mix)
         best: tuple[int, tuple[int, ...]] | None = None
         for delta, devices in fgd_options(
-            free.cpu_milli, free.device_free, free.node.gpu_model, request, _mix(ctx, request), self.measure
+            free.cpu_milli, free.device_free, free.node.gpu_model, request, mix, measure
         ):
             s = fgd_int_score(delta)
             if best is None or s > best[0]:

@@ -14,9 +14,16 @@ Measured (``benchmarks/fgd_openb.py --policies fgd_cpu_aware``, 130% arrived, me
 minus the published FGD): +0.20 to +0.79 points on 13 of the 17 lists (cpu050 +0.44, cpu100 +0.30,
 where ``fgd_cpu_pack`` is 0.05 and 0.03 below; default +0.24; gpuspec +0.65 to +0.79) and
 multigpu20 +0.05, but multigpu30 -0.23, multigpu40 -0.34, multigpu50 -0.18: on the lists where most
-GPUs go to 2-8 GPU pods the look-ahead loses to FGD's own measure (why is not established; applied to
-whole-GPU tasks only, or to shares only, it was still 0.13 and 0.26 below on multigpu40). So it is
-not the default.
+GPUs go to 2-8 GPU pods the look-ahead loses to FGD's own measure (applied to whole-GPU tasks only,
+or to shares only, it was still 0.13 and 0.26 below on multigpu40). So it is not the default.
+
+Why (replays of multigpu40, seeds 42-44): a node with more CPU per GPU strands nothing where the
+common 96-CPU, 8-GPU node strands a GPU, so every task asking more than 12 CPUs per GPU scores
+higher on the 39 128-CPU, 8-GPU nodes; from 30% arrived (when the 2-GPU, 104-CPU nodes are full)
+to 50% they are all opened, though they are the only nodes that fit the 8-GPU pods asking 120 CPUs
+(0.4% of pods, outside the 95% typical mix, so no measure sees them). Those pods then fail from 47%
+arrived instead of 87%: 163 GPUs of them failed per seed against 67 with ``fgd_cpu_pack``, more
+than the 80 GPUs the look-ahead saved on every other shape. ``fgd_cpu_excess`` avoids it.
 """
 
 from __future__ import annotations

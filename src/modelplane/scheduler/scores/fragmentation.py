@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from modelplane.core.workload import TaskRequest
-from modelplane.scheduler.scores._common import model_allowed
+from modelplane.scheduler.scores._common import MILLI, model_allowed
 
 POPULARITY = 0.95  # the shapes that together make up 95% of tasks form the mix (authors' setting)
 
@@ -103,4 +103,54 @@ def cpu_aware_fragmentation(
             continue
         fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
         frag += weight * (total - sum(largest_first[:fed]))
+    return frag
+
+
+def structural_stranding(cpu_capacity: int, gpu_count: int, shape: TaskRequest) -> int:
+    """Whole devices (milli) of an idle node that its full CPU could never feed with copies of ``shape``.
+
+    A 96-CPU, 8-GPU node runs at most five copies of a 1-GPU task asking 18.7 CPUs: three of its
+    GPUs are stranded for that shape before anything is placed. That is a property of the node's
+    build, not of any placement.
+    """
+    if shape.gpu_count == 0 or shape.gpu_milli == 0 or shape.cpu_milli <= 0:
+        return 0
+    copies = cpu_capacity // shape.cpu_milli
+    return max(gpu_count - min(copies * shape.gpu_count, gpu_count), 0) * MILLI
+
+
+def cpu_excess_fragmentation(
+    cpu_left: int,
+    device_free: Sequence[int],
+    gpu_model: str | None,
+    mix: Sequence[tuple[TaskRequest, float]],
+    *,
+    cpu_capacity: int,
+    gpu_count: int,
+) -> float:
+    """``cpu_aware_fragmentation`` counting only the stranding placements add to the node's own.
+
+    The look-ahead of ``cpu_aware_fragmentation`` counts GPU the node's free CPU cannot feed. Part
+    of that is structural (``structural_stranding``): a node with little CPU per GPU strands GPUs
+    for CPU-heavy shapes while still idle, and every placement on it that uses CPU keeps it there
+    or adds to it, whereas a CPU-rich node never shows any, so the plain look-ahead pulls tasks to
+    the CPU-richest nodes. Here a shape's stranded share counts only beyond its structural amount
+    on this node; the devices too small for the shape count as in FGD.
+    """
+    total = sum(device_free)
+    largest_first = sorted(device_free, reverse=True)
+    frag = 0.0
+    for shape, weight in mix:
+        if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
+            frag += weight * total
+            continue
+        fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
+        if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
+            frag += weight * total
+            continue
+        fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
+        fitting_free = sum(largest_first[:fitting])
+        stranded = fitting_free - sum(largest_first[:fed])
+        excess = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape), 0)
+        frag += weight * (total - fitting_free + excess)
     return frag
