@@ -94,16 +94,23 @@ def cpu_aware_fragmentation(
     largest_first = sorted(device_free, reverse=True)
     frag = 0.0
     for shape, weight in mix:
-        if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
-            frag += weight * total
-            continue
-        fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
-        if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
-            frag += weight * total
-            continue
-        fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
-        frag += weight * (total - sum(largest_first[:fed]))
+        usable = _fitting_and_fed(cpu_left, device_free, gpu_model, shape)
+        frag += weight * (total if usable is None else total - sum(largest_first[: usable[1]]))
     return frag
+
+
+def _fitting_and_fed(
+    cpu_left: int, device_free: Sequence[int], gpu_model: str | None, shape: TaskRequest
+) -> tuple[int, int] | None:
+    """(devices with room for the shape, how many of them the free CPU can feed), or None when no
+    copy of the shape can run on the node (CPU-only shape, wrong model, too few devices or CPU)."""
+    if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
+        return None
+    fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
+    if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
+        return None
+    fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
+    return fitting, fed
 
 
 def structural_stranding(cpu_capacity: int, gpu_count: int, shape: TaskRequest) -> int:
@@ -141,14 +148,11 @@ def cpu_excess_fragmentation(
     largest_first = sorted(device_free, reverse=True)
     frag = 0.0
     for shape, weight in mix:
-        if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
+        usable = _fitting_and_fed(cpu_left, device_free, gpu_model, shape)
+        if usable is None:
             frag += weight * total
             continue
-        fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
-        if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
-            frag += weight * total
-            continue
-        fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
+        fitting, fed = usable
         fitting_free = sum(largest_first[:fitting])
         stranded = fitting_free - sum(largest_first[:fed])
         excess = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape), 0)
