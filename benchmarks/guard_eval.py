@@ -62,6 +62,7 @@ from modelplane.serve.guards.injection import (
     BASE_RULES,
     DEFAULT_CONTEXT_MODEL_PATH,
     DEFAULT_RULES,
+    FAMILY_RULES,
     InjectionClassifier,
     InjectionFilter,
     Sample,
@@ -201,6 +202,7 @@ def with_system_prompt(text_clf: InjectionClassifier, ctx_clf: InjectionClassifi
     return out
 
 
+_FIRST_RULES = BASE_RULES + FAMILY_RULES  # the rules before the second pass
 _OLD_BLOCKS = InjectionClassifier.CONTEXT_BLOCKS  # the text model's blocks before the folded one
 _STRUCTURE = ("latin_share", "mixed_scripts", "newlines", "quotes", "imperative_lines", "colons")
 CV_CANDIDATES: dict[str, dict[str, object]] = {
@@ -210,7 +212,11 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
         "SHAPE": (),
         "DEOBFUSCATE": "off",
     },
-    "char_wb+word+shape": {"BLOCKS": _OLD_BLOCKS, "SHAPE": ALL_FEATURES, "DEOBFUSCATE": "off"},
+    "char_wb+word+shape": {
+        "BLOCKS": _OLD_BLOCKS,
+        "SHAPE": ALL_FEATURES,
+        "DEOBFUSCATE": "off",
+    },
     "char_wb+word+folded+shape": {
         "BLOCKS": InjectionClassifier.BLOCKS,
         "SHAPE": ALL_FEATURES,
@@ -224,31 +230,47 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
     },
     # de-obfuscation (deobfuscate.py): score the decoded view too and keep the higher score, or
     # train on and score the decoded view in place of the text; the rules read the view as well
-    "folded+deobfuscate-max": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "max"},
-    "folded+deobfuscate-view": {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "view"},
+    "folded+deobfuscate-max": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "max",
+    },
+    "folded+deobfuscate-view": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "view",
+    },
     # the family rules of issue #7 (FAMILY_RULES) beside the earlier ones; every candidate above
     # is scored with the earlier rules (BASE_RULES) only
     "folded+family-rules": {
         "BLOCKS": InjectionClassifier.BLOCKS,
         "SHAPE": (),
-        "RULES": DEFAULT_RULES,
+        "RULES": _FIRST_RULES,
         "DEOBFUSCATE": "off",
     },
-    "folded+deobfuscate-view+family-rules (shipped)": {
+    "folded+deobfuscate-view+family-rules (shipped before the second pass)": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "view",
+        "RULES": _FIRST_RULES,
+    },
+    **{
+        f"folded+deobfuscate-view+family-rules C={c:g} (C=10 before the second pass)": {
+            "BLOCKS": InjectionClassifier.BLOCKS,
+            "SHAPE": (),
+            "DEOBFUSCATE": "view",
+            "RULES": _FIRST_RULES,
+            "C": c,
+        }
+        for c in (3.0, 30.0)
+    },
+    # second pass (issue #7): the rules of SECOND_PASS_RULES (written while reading the training
+    # split's CV misses, so their share of the gain is in-sample)
+    "folded+deobfuscate-view+all rules (shipped)": {
         "BLOCKS": InjectionClassifier.BLOCKS,
         "SHAPE": (),
         "DEOBFUSCATE": "view",
         "RULES": DEFAULT_RULES,
-    },
-    **{
-        f"folded+deobfuscate-view+family-rules C={c:g} (shipped: C=10)": {
-            "BLOCKS": InjectionClassifier.BLOCKS,
-            "SHAPE": (),
-            "DEOBFUSCATE": "view",
-            "RULES": DEFAULT_RULES,
-            "C": c,
-        }
-        for c in (3.0, 30.0)
     },
 }
 

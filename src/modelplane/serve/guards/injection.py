@@ -1,7 +1,8 @@
 # ruff: noqa: RUF001  (prompts and rules in 17 languages: their letters are meant)
 """Input filter against prompt injection: regex rules plus a small offline classifier.
 
-The classifier is a logistic regression over three TF-IDF blocks: character n-grams (1-5,
+The classifier is a logistic regression
+over three TF-IDF blocks: character n-grams (1-5,
 word-bounded, so it reads the 17 languages of the machine-translated attacks without a tokenizer),
 word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
 discussion" that character grams blur), and character n-grams of the text folded to Latin letters
@@ -256,7 +257,75 @@ FAMILY_RULES: tuple[tuple[str, str], ...] = (
         r"|\b(ignorera|glöm) (alla )?(tidigare|föregående) (instruktioner)",
     ),
 )
-DEFAULT_RULES = BASE_RULES + FAMILY_RULES
+
+# Rules for the families grouped CV still missed most often after the ones above, in the other 16
+# languages of the attacks (issue #7, second pass): asking about "the user" that a system prompt
+# keeps private (where they live, their birthday, initials, favourite colour), asking for "your"
+# password (the assistant's, not the writer's), and "I am your developer". Each names a concept
+# rather than one translation's wording, and each stays silent on the benign training split
+# (tests/serve/test_guards.py). They were written while reading the training split's CV misses, so
+# the CV gain they show is in-sample for the rules: grouped CV recall at 1% FPR 0.791 -> 0.821
+# (benchmarks/guard_eval.py --cv). On the held-out split they catch 21 more attacks (rule hits
+# 74 -> 95 of 375) and no benign prompt; held-out recall at 1% FPR was 0.864 with them and the
+# retrained model file, against 0.859 for the previous file with the earlier rules (most of those
+# attacks already scored above the threshold).
+_USER_ML = (
+    r"usuario|usuário|utilisateur|benutzer|nutzer|utente|пользовател|用户|ユーザー|사용자|उपयोगकर्ता|"
+    r"ব্যবহারকারী|kullanıcı|người dùng|pengguna|ผู้ใช้|المستخدم|gumagamit"
+)
+_USER_ATTR_ML = (
+    r"cumpleaños|nacimiento|nascimento|naissance|geburt|nascita|рожден|生日|誕生|생일|जन्म|জন্ম|doğum|"
+    r"ngày sinh|năm sinh|tháng sinh|lahir|วันเกิด|ميلاد|kaarawan|kapanganakan|"
+    r"iniciales|iniciais|initiales|initialen|iniziali|инициал|首字母|缩写|イニシャル|이니셜|आद्याक्षर|"
+    r"আদ্যক্ষর|baş harf|chữ cái đầu|inisial|ชื่อย่อ|الأحرف الأولى|inisyal|"
+    r"\bvive\b|\bmora\b|habite|wohnt|\babita\b|живет|живёт|住在|住んで|살고|रहता|रहती|থাকে|yaşadığı|yaşıyor|"
+    r"\bsống\b|tinggal|อาศัย|يعيش|يسكن|nakatira|tirahan|ciudad|cidade|\bville\b|\bstadt\b|città|город|"
+    r"城市|都市|도시|शहर|শহর|şehir|thành phố|\bkota\b|เมือง|مدينة|lungsod|"
+    r"favorit|preferid|préférée|lieblings|preferit|любим|最喜欢|好きな|좋아하는|पसंदीदा|প্রিয়|"
+    r"yêu thích|ที่ชอบ|المفضل|paborito"
+)
+_YOUR_SECRET_ML = (
+    r"\btu (contraseña|clave secreta)|\bsu contraseña|\b(votre|ton) mot de passe|\b(dein|ihr)e?s? (passwort|kennwort)"
+    r"|\b(la )?tua password|\b(sua|tua) senha|\b(твой|ваш) пароль|\bпароль (твой|ваш)"
+    r"|你的密码|您的密码|あなたのパスワード|당신의 (비밀번호|암호)|आपका पासवर्ड|आपके पासवर्ड|আপনার পাসওয়ার্ড|তোমার পাসওয়ার্ড"
+    r"|\b(şifreniz|şifren|parolanız)\b|mật khẩu của bạn|kata sandi (anda|kamu)\b|kata sandimu|รหัสผ่านของคุณ"
+    r"|كلمة (المرور|السر) الخاصة بك|\biyong password"
+)
+# "Don't share your password", "change your password": advice, not an ask.
+_ADVICE_ML = (
+    r"\bno\b|nunca|\bne\b|jamais|nicht|\bnie\b|\bnon\b|\bmai\b|\bnão\b|\bне\b|никогда|不要|别|絶対に|しないで|마세요|말라|"
+    r"\bमत\b|\bन\b|কখনো|\bনা\b|\basla\b|\bkhông\b|đừng|jangan|อย่า|\bلا\b|huwag|hindi|"
+    r"cambi|restablec|chang|réinitialis|änder|zurücksetz|reimpost|alterar|mudar|redefin|измени|смени|сбрось|сброс|"
+    r"更改|修改|重置|変更|リセット|변경|재설정|बदल|रीसेट|রিসেট|পরিবর্তন|değiştir|sıfırla|đổi|đặt lại|\bubah\b|atur ulang|"
+    r"เปลี่ยน|รีเซ็ต|تغيير|إعادة تعيين|palitan|i-reset"
+)
+SECOND_PASS_RULES: tuple[tuple[str, str], ...] = (
+    # Without a date, a four-digit number or an email: a system prompt that states the user's data
+    # ("the user was born on 3 March 1985 ...") is the deployment's own text, not a request; nor a
+    # developer's question about a form field or a database column.
+    (
+        "user-data-ml",
+        r"\A(?!.*(@|\d{4}|\d{1,2}[./]\d|\b(sql|django|database|base de datos|banco de dados|datenbank|json|api"
+        r"|formulario|formulário|formular|campo|feld|columna|coluna|spalte|tabla|tabela|tabelle)\b))"
+        r".*(?:" + _near(_USER_ML, _USER_ATTR_ML, 40) + ")",
+    ),
+    (
+        "your-secret-ml",
+        r"\A(?!.*(?:" + _ADVICE_ML + r").{0,30}(?:" + _YOUR_SECRET_ML + r")).*(?:" + _YOUR_SECRET_ML + ")",
+    ),
+    (
+        "developer-identity-ml",
+        r"\bsoy (tu|su) (desarrollador|creador|programador)|\bje suis (votre|ton) (développeur|créateur|programmeur)"
+        r"|\bich bin (dein|ihr) (entwickler|schöpfer|programmierer)|\bsono il (tuo|suo) (sviluppatore|creatore|programmatore)"
+        r"|\b(eu )?sou (o )?(seu|teu) (desenvolvedor|criador|programador)|\bя (твой|ваш) (разработчик|создатель|программист)"
+        r"|\bben (senin|sizin) (geliştiricin|geliştiriciniz|yaratıcın|yaratıcınız)|\btôi là (nhà phát triển|người tạo ra) của bạn"
+        r"|\bsaya (adalah )?(pengembang|pencipta) (anda|kamu)|\bako ang (iyong )?(developer|lumikha)"
+        r"|我是你的(开发者|开发人员|创造者|创建者)|私はあなたの(開発者|作成者|創造者)|(나는|저는) (당신|너)의 (개발자|제작자|창조자)"
+        r"|मैं (आपका|तुम्हारा) (डेवलपर|निर्माता|डेवलपर)|আমি (আপনার|তোমার) (ডেভেলপার|নির্মাতা|বিকাশকারী)"
+        r"|(ฉัน|ผม)(เป็น|คือ)(ผู้พัฒนา|นักพัฒนา|ผู้สร้าง)ของคุณ|أنا (المطور الخاص بك|مطورك|منشئك)",
+    ),
+)
+DEFAULT_RULES = BASE_RULES + FAMILY_RULES + SECOND_PASS_RULES
 # Substrings at least one of which the lowercased text of every match of the rule contains
 # (``RegexRules``): a cheap first pass (plain substring search runs in C) that keeps long
 # alternations off most prompts. tests/serve/test_guards.py checks they never change a verdict.
@@ -294,6 +363,20 @@ RULE_PREFILTERS: dict[str, tuple[str, ...]] = {
     "ignore-instructions-ml2": (
         "προηγούμεν", "παραπάνω", "предыдущ", "прежние", "вышеуказанные", "이전", "앞의", "vorherigen",
         "bisherigen", "früheren", "vorige", "eerdere", "poprzednie", "wcześniejsze", "tidigare", "föregående",
+    ),
+    "user-data-ml": tuple(_USER_ML.split("|")),
+    "your-secret-ml": (
+        "contraseña", "clave secreta", "mot de passe", "passwort", "kennwort", "password", "senha", "пароль",
+        "密码", "パスワード", "비밀번호", "암호", "पासवर्ड", "পাসওয়ার্ড", "şifre", "parola", "mật khẩu",
+        "kata sandi", "รหัสผ่าน", "كلمة المرور", "كلمة السر",
+    ),
+    "developer-identity-ml": (
+        "desarrollador", "creador", "programador", "développeur", "créateur", "programmeur", "entwickler",
+        "schöpfer", "programmierer", "sviluppatore", "creatore", "programmatore", "desenvolvedor", "criador",
+        "разработчик", "создатель", "программист", "geliştirici", "yaratıcı", "nhà phát triển", "người tạo ra",
+        "pengembang", "pencipta", "developer", "lumikha", "开发", "创造者", "创建者", "開発者", "作成者", "創造者",
+        "개발자", "제작자", "창조자", "डेवलपर", "निर्माता", "ডেভেলপার", "নির্মাতা", "বিকাশকারী", "ผู้พัฒนา",
+        "นักพัฒนา", "ผู้สร้าง", "المطور", "مطورك", "منشئك",
     ),
     "split-payload-ml": (
         "part", "teil", "часть", "parte", "partie", "phần", "bagian", "bölüm", "bahagi", "भाग", "পার্ট",
@@ -554,6 +637,14 @@ class InjectionClassifier:
         {"analyzer": "char_wb_folded", "ngram_range": (1, 5), "max_features": 50000},
     )
     C = 10.0
+    # Other linear losses measured in grouped CV on the training split (all rules, mean over
+    # GroupKFold and three shuffled group 5-fold splits), recall at 1% FPR: logistic (C=10) 0.818,
+    # ridge alpha=1 0.829 (higher on each of the four splits), alpha=0.3 0.823, alpha=3 0.821, a
+    # linear SVM 0.810-0.826 (C=0.1-1). On the benign set before its issue #7 block ridge was lower
+    # (0.833 against 0.839) and so was its AUC (0.972 against 0.974). Ridge was tried on the first
+    # figure and scored 0.811 on the held-out split against 0.864 for logistic, so logistic stays
+    # and the ridge option was removed; that choice used the held-out figure, so the held-out split
+    # is not reused to choose between these again.
     # Context models: also weigh each word the request shares with the system prompt. Off: in grouped
     # CV on the training split it gave recall at 1% FPR 0.627 against 0.642 for the dense features alone.
     OVERLAP_BLOCK = False
@@ -575,8 +666,9 @@ class InjectionClassifier:
     DENSE_USED: tuple[str, ...] = DENSE_FEATURES
     # Remedies for the language prior (attacks are CyberSecEval's translations, benign prompts mostly
     # English, so a non-Latin script reads as "attack"), measured and not shipped. Grouped CV on the
-    # training split, recall at 1% FPR with the rules, against 0.803 for this model: the raw char
-    # block kept to grams without non-Latin letters 0.827 (AUC 0.975), language-balanced sample
+    # training split, recall at 1% FPR with the rules, against 0.803 for this model (0.791 in the
+    # same CV with today's code and benign set, 0.821 with SECOND_PASS_RULES): the raw char block
+    # kept to grams without non-Latin letters 0.827 (AUC 0.975), language-balanced sample
     # weights 0.791, a one-hot language column fitted then dropped 0.774-0.783 (Hindi false positives
     # 6 -> 1 of 145, English 3 -> 9 of 730), class_weight=None 0.810, C=0.3/1 0.752/0.772. The
     # Latin-only model, chosen on CV, scored 0.816 on the held-out split (this model 0.859), so it was
@@ -656,11 +748,16 @@ class InjectionClassifier:
     def score_with_view(
         self, text: str, view: str | None, context: SystemPromptContext | None = None
     ) -> float:
-        """``score`` given ``text``'s decoded view (``deobfuscate(text)``, computed once by the caller)."""
-        z = self.logit(text, context)
+        """``score`` given ``text``'s decoded view (``deobfuscate(text)``, computed once by the caller).
+
+        In "view" mode a decoded view replaces the text, so the text's own logit is not computed.
+        """
         if view is not None and self.deobfuscate != "off":
-            zv = self.logit(view, context)
-            z = max(z, zv) if self.deobfuscate == "max" else zv
+            z = self.logit(view, context)
+            if self.deobfuscate == "max":
+                z = max(self.logit(text, context), z)
+        else:
+            z = self.logit(text, context)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def scores(self, texts: list[str], system_prompts: list[str] | None = None) -> np.ndarray:
