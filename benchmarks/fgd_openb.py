@@ -17,7 +17,8 @@ Our default policy is ``scheduler.scores.DEFAULT_SCORER``. Candidates of ours (`
 ``fgd_cpu_pack``: FGD whose ties for CPU-only pods go to the node left with the least free GPU;
 ``fgd_cpu_aware``: the same over a fragmentation measure that counts GPU the node's CPU cannot feed;
 ``fgd_cpu_excess``: that look-ahead counting only stranding beyond the node's build, with idle whole
-nodes left to FGD's measure) run beside the published six; every policy's row carries
+nodes left to FGD's measure; ``fgd_fit_excess``: that one with memory tested and looked ahead on like
+CPU) run beside the published six; every policy's row carries
 ``minus_published_fgd``, the goal's bar, and ``default_at_or_above_published_fgd`` says whether the
 default meets it on every trace run.
 ``--without-default`` leaves out the default policy's runs:

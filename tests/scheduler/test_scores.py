@@ -15,6 +15,7 @@ from modelplane.scheduler.scores.fgd_cpu_excess import opens_whole_node
 from modelplane.scheduler.scores.fragmentation import (
     cpu_aware_fragmentation,
     cpu_excess_fragmentation,
+    fit_excess_fragmentation,
     node_fragmentation,
     structural_stranding,
     typical_mix,
@@ -308,3 +309,57 @@ def test_fgd_cpu_excess_leaves_the_choice_of_an_idle_whole_node_to_fgd() -> None
     # a node smaller than the mix's largest task is never judged as opening a whole node
     assert not opens_whole_node(free_of([1000] * 4), mix)
     assert opens_whole_node(free_of([1000] * 4), [(whole(4), 1.0)])
+
+
+def test_fit_excess_fragmentation_counts_gpus_the_free_memory_cannot_feed() -> None:
+    # a G2-like node: 96 CPUs, 384 GiB for 8 GPUs; the 1-GPU shape asks 64 GiB, so the idle node
+    # feeds six copies by memory (two GPUs stranded by its build, not fragment) and twelve by CPU
+    gib = 1024
+    heavy = TaskRequest(cpu_milli=8000, memory_mib=64 * gib, gpu_count=1, gpu_milli=1000)
+    light = TaskRequest(cpu_milli=4000, memory_mib=8 * gib, gpu_count=1, gpu_milli=500)
+    mix = [(heavy, 0.5), (light, 0.5)]
+    assert structural_stranding(96_000, 8, heavy, 384 * gib) == 2000
+    assert structural_stranding(96_000, 8, heavy) == 0
+    idle = [1000] * 8
+    kw = {"cpu_capacity": 96_000, "mem_capacity": 384 * gib, "gpu_count": 8}
+    fgd_value = node_fragmentation(96_000, idle, "G2", mix)
+    assert fit_excess_fragmentation(96_000, 384 * gib, idle, "G2", mix, **kw) == fgd_value
+    # 128 GiB left feed two copies: six GPUs stranded, four beyond the build's two; CPU is plenty
+    assert fit_excess_fragmentation(96_000, 128 * gib, idle, "G2", mix, **kw) == pytest.approx(0.5 * 4000)
+    assert cpu_excess_fragmentation(96_000, idle, "G2", mix, cpu_capacity=96_000, gpu_count=8) == fgd_value
+    # under one copy's memory the heavy shape does not fit at all: every free GPU counts, as in FGD's
+    # CPU test; the light one (8 GiB) still feeds seven of the eight GPUs
+    assert fit_excess_fragmentation(96_000, 60 * gib, idle, "G2", mix, **kw) == pytest.approx(0.5 * 8000 + 0.5 * 1000)
+    # the lower of the CPU and memory bounds wins: 16 CPUs feed two copies of the heavy shape (six
+    # stranded, four beyond the build) and four of the light one
+    assert fit_excess_fragmentation(16_000, 384 * gib, idle, "G2", mix, **kw) == pytest.approx(0.5 * 4000 + 0.5 * 4000)
+
+
+def test_fgd_fit_excess_is_fgd_cpu_excess_where_memory_does_not_bind() -> None:
+    mix = [(whole(1, cpu=10_000), 0.6), (share(500), 0.3), (whole(8, cpu=88_000), 0.1)]
+    ctx = ScoreContext(workload_mix=mix)
+    excess, fit = create_scorer("fgd_cpu_excess"), create_scorer("fgd_fit_excess")
+    nodes = [free_of([1000] * 8), free_of([0] + [1000] * 7, cpu=86_000), free_of([500, 300] + [1000] * 6, cpu=40_000)]
+    for free in nodes:
+        for task in (whole(1, cpu=10_000), whole(2, cpu=30_000), share(500), share(300), TaskRequest(cpu_milli=8000)):
+            assert fit.score(free, task, ctx) == excess.score(free, task, ctx)
+    # a CPU-only task asking 48 GiB: where memory is short (100 GiB) it leaves one copy of the 48 GiB
+    # GPU shape instead of two (one more GPU stranded); where it is ample it strands nothing
+    heavy_mix = [(TaskRequest(cpu_milli=4000, memory_mib=48 * 1024, gpu_count=1, gpu_milli=1000), 1.0)]
+    task = TaskRequest(cpu_milli=4000, memory_mib=48 * 1024)
+    short = free_of([0] + [1000] * 7, mem=100 * 1024)
+    roomy = free_of([0] + [1000] * 7, mem=384 * 1024)
+    ctx = ScoreContext(workload_mix=heavy_mix)
+    a, b = fit.score(short, task, ctx), fit.score(roomy, task, ctx)
+    assert a is not None and b is not None and a[0] < b[0]
+    a, b = excess.score(short, task, ctx), excess.score(roomy, task, ctx)
+    assert a is not None and b is not None and a[0] == b[0]
+
+
+def test_typical_mix_with_memory_keeps_the_shapes_and_takes_their_least_memory() -> None:
+    reqs = [TaskRequest(cpu_milli=4000, memory_mib=m, gpu_count=1, gpu_milli=1000) for m in (3000, 1000, 2000)]
+    reqs += [TaskRequest(cpu_milli=8000, memory_mib=500)]
+    plain, with_memory = typical_mix(reqs, popularity=1.0), typical_mix(reqs, popularity=1.0, memory=True)
+    assert [w for _, w in plain] == [w for _, w in with_memory] == [0.75, 0.25]
+    assert [s.memory_mib for s, _ in plain] == [0, 0]
+    assert [s.memory_mib for s, _ in with_memory] == [1000, 500]

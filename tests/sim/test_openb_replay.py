@@ -13,11 +13,11 @@ from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores.fragmentation import typical_mix
 from modelplane.scheduler.scores.gpuclustering import GpuClusteringScorer
 from modelplane.scheduler.scoring import NodeScorer, ScoreContext, create_scorer
-from modelplane.sim.openb import MAX_TAGS, Replay, inflated_order, replay
+from modelplane.sim.openb import MAX_TAGS, MEMORY_AWARE, Replay, inflated_order, replay
 
 SCORED = [
     "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware",
-    "fgd_cpu_excess",
+    "fgd_cpu_excess", "fgd_fit_excess",
 ]
 
 
@@ -37,18 +37,22 @@ def random_cluster(rng: np.random.Generator, n: int) -> list[Node]:
     return nodes
 
 
-def random_requests(rng: np.random.Generator, n: int) -> list[TaskRequest]:
+def random_requests(rng: np.random.Generator, n: int, memory_heavy: bool = False) -> list[TaskRequest]:
+    """Tasks of random shapes; ``memory_heavy`` ones ask 8-48 GiB per device, so that memory, not
+    CPU or GPU, runs out first on the 64 GiB nodes of ``random_cluster``."""
     out = []
     for _ in range(n):
         kind = rng.integers(5)
         cpu = int(rng.choice([1000, 4000, 8000, 12_000]))
         models = ("T4",) if rng.random() < 0.15 else ()
+        mem = int(rng.choice([8192, 16_384, 49_152])) if memory_heavy else 2048
         if kind == 0:
-            out.append(TaskRequest(cpu_milli=cpu, memory_mib=2048))
+            out.append(TaskRequest(cpu_milli=cpu, memory_mib=mem))
         elif kind in (1, 2):
-            out.append(TaskRequest(cpu_milli=cpu, memory_mib=2048, gpu_count=1, gpu_milli=int(rng.choice([200, 250, 500, 700])), gpu_models=models))
+            out.append(TaskRequest(cpu_milli=cpu, memory_mib=mem, gpu_count=1, gpu_milli=int(rng.choice([200, 250, 500, 700])), gpu_models=models))
         else:
-            out.append(TaskRequest(cpu_milli=cpu, memory_mib=4096, gpu_count=int(rng.choice([1, 2, 4, 8])), gpu_milli=1000, gpu_models=models))
+            g = int(rng.choice([1, 2, 4, 8]))
+            out.append(TaskRequest(cpu_milli=cpu, memory_mib=2 * mem * g if memory_heavy else 4096, gpu_count=g, gpu_milli=1000, gpu_models=models))
     return out
 
 
@@ -60,12 +64,14 @@ def node_free(r: Replay, i: int) -> NodeFree:
 TAG_NAMES = ["share"] + [f"{k}-gpu" for k in range(1, MAX_TAGS)]
 
 
-@pytest.mark.parametrize("policy", SCORED)
-def test_vectorised_scores_equal_the_per_node_scorers(policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "memory_heavy"), [(p, False) for p in SCORED] + [("fgd_cpu_excess", True), ("fgd_fit_excess", True)]
+)
+def test_vectorised_scores_equal_the_per_node_scorers(policy: str, memory_heavy: bool) -> None:
     rng = np.random.default_rng(7)
     nodes = random_cluster(rng, 40)
-    reqs = random_requests(rng, 160)
-    mix = typical_mix(reqs)
+    reqs = random_requests(rng, 160, memory_heavy)
+    mix = typical_mix(reqs, memory=policy in MEMORY_AWARE)
     r = Replay(nodes, policy, mix, seed=3)
     index = {n.name: i for i, n in enumerate(nodes)}
     scorer: NodeScorer

@@ -53,7 +53,7 @@ class LeastFreeScorer:
 # their scores are memoised per round by node state, since many nodes of a pool are in the same state.
 STATE_ONLY_SCORERS = frozenset(
     {"least-free", "bestfit", "dotprod", "gpupacking", "gpuclustering", "fgd", "fgd-fine", "fgd_cpu_pack",
-     "fgd_cpu_aware", "fgd_cpu_excess"})
+     "fgd_cpu_aware", "fgd_cpu_excess", "fgd_fit_excess"})
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,14 @@ BoolArr = npt.NDArray[np.bool_]
 
 POLICIES = (
     "random", "dotprod", "gpuclustering", "gpupacking", "bestfit", "fgd", "fgd_plus", "fgd_cpu_pack",
-    "fgd_cpu_aware", "fgd_cpu_excess",
+    "fgd_cpu_aware", "fgd_cpu_excess", "fgd_fit_excess",
 )
 # policies that measure fragmentation and choose devices as FGD does
-FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware", "fgd_cpu_excess")
+FGD_FAMILY = ("fgd", "fgd_plus", "fgd_cpu_pack", "fgd_cpu_aware", "fgd_cpu_excess", "fgd_fit_excess")
+# policies whose measure reads the memory of the mix's shapes (the mix keeps memory in its shapes)
+MEMORY_AWARE = ("fgd_fit_excess",)
+# policies that judge a node opening a whole idle node by FGD's own measure
+WHOLE_BY_FGD = ("fgd_cpu_excess", "fgd_fit_excess")
 MAX_DEV = 8
 MAX_TAGS = MAX_DEV + 1  # tag 0 = a share of one device, tag k = k whole devices
 
@@ -143,8 +147,9 @@ class Fragmentation:
             if s.gpu_models:
                 self.access[k, -1] = False
 
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
-        """Fragmentation of M hypothetical nodes: cpu (M,), gpu (M, 8), model (M,), which node (M,)."""
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr, mem: IntArr) -> FloatArr:
+        """Fragmentation of M hypothetical nodes: cpu (M,), gpu (M, 8), model (M,), which node (M,),
+        memory (M,; only the memory-aware measure reads it)."""
         total = gpu.sum(axis=1)
         g32 = gpu.astype(np.int32)
         fits = g32[:, None, :] >= self.shares[None, :, None].astype(np.int32)  # (M, distinct shares, 8)
@@ -160,7 +165,7 @@ class CpuAwareFragmentation(Fragmentation):
     """Vectorised ``scores.fragmentation.cpu_aware_fragmentation``: a shape feeds at most
     (free CPU // its CPU) x its device count of the fitting devices, largest first."""
 
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr, mem: IntArr) -> FloatArr:
         total = gpu.sum(axis=1)
         largest_first = -np.sort(-gpu, axis=1)
         zero = np.zeros((len(gpu), 1), dtype=np.int64)
@@ -181,30 +186,47 @@ class CpuExcessFragmentation(Fragmentation):
     """Vectorised ``scores.fragmentation.cpu_excess_fragmentation``: the look-ahead's stranded share
     counts only beyond what each node's build strands while idle (``structural_stranding``)."""
 
+    reads_memory = False  # memory-aware subclass: the shapes' memory is tested and feeds devices
+
     def __init__(self, state: ClusterState, mix: Sequence[tuple[TaskRequest, float]]) -> None:
         super().__init__(state, mix)
-        cap = np.array([n.cpu_milli for n in state.nodes], dtype=np.int64)[:, None]
-        copies = np.where(self.tc[None, :] > 0, cap // np.maximum(self.tc, 1)[None, :], MAX_DEV)
-        fed = np.minimum(copies * self.tg[None, :], MAX_DEV)
+        # a shape asking no memory is never bounded by it: the CPU-only measure is the case tmem = 0
+        self.tmem = np.array([s.memory_mib if self.reads_memory else 0 for s, _ in mix], dtype=np.int64)
+        cap_cpu = np.array([n.cpu_milli for n in state.nodes], dtype=np.int64)
+        cap_mem = np.array([n.memory_mib for n in state.nodes], dtype=np.int64)
+        fed = np.minimum(self.copies(cap_cpu, cap_mem) * self.tg[None, :], MAX_DEV)
         self.base: IntArr = (np.maximum(state.ngpu[:, None] - fed, 0) * MILLI).astype(np.int64)  # (N, shapes)
 
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr) -> FloatArr:
+    def copies(self, cpu: IntArr, mem: IntArr) -> IntArr:
+        """(M, shapes): copies of each shape that free CPU (and memory) could feed, at most MAX_DEV."""
+        by_cpu = np.where(self.tc[None, :] > 0, cpu[:, None] // np.maximum(self.tc, 1)[None, :], MAX_DEV)
+        by_mem = np.where(self.tmem[None, :] > 0, mem[:, None] // np.maximum(self.tmem, 1)[None, :], MAX_DEV)
+        out: IntArr = np.minimum(np.minimum(by_cpu, by_mem), MAX_DEV)
+        return out
+
+    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr, mem: IntArr) -> FloatArr:
         total = gpu.sum(axis=1)
         largest_first = -np.sort(-gpu, axis=1)
         zero = np.zeros((len(gpu), 1), dtype=np.int64)
         prefix = np.concatenate([zero, np.cumsum(largest_first, axis=1)], axis=1)
         fits = largest_first.astype(np.int32)[:, None, :] >= self.shares[None, :, None].astype(np.int32)
         count = fits.sum(axis=2)[:, self.share_of]
-        copies = np.where(self.tc[None, :] > 0, cpu[:, None] // np.maximum(self.tc, 1)[None, :], MAX_DEV)
-        fed = np.minimum(count, np.minimum(copies * self.tg[None, :], MAX_DEV))
+        fed = np.minimum(count, np.minimum(self.copies(cpu, mem) * self.tg[None, :], MAX_DEV))
         fitting_free = np.take_along_axis(prefix, count, axis=1)
         stranded = fitting_free - np.take_along_axis(prefix, fed, axis=1)
         excess = np.maximum(stranded - self.base[node], 0)
         fit = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :])
-        fit &= cpu[:, None] >= self.tc[None, :]
+        fit &= (cpu[:, None] >= self.tc[None, :]) & (mem[:, None] >= self.tmem[None, :])
         frag = np.where(fit, total[:, None] - fitting_free + excess, total[:, None]).astype(np.float64)
         out: FloatArr = frag @ self.w
         return out
+
+
+class FitExcessFragmentation(CpuExcessFragmentation):
+    """Vectorised ``scores.fragmentation.fit_excess_fragmentation``: ``CpuExcessFragmentation`` with
+    memory as a second resource that feeds devices, both in the fit test and in the look-ahead."""
+
+    reads_memory = True
 
 
 class Replay:
@@ -225,21 +247,25 @@ class Replay:
         # FGD deltas depend on the request's shape (CPU, device count and share) and the node's free
         # capacity alone; a placement changes one node, so per shape only changed nodes are recomputed.
         self.version = np.zeros(len(nodes), dtype=np.int64)
-        self._delta_cache: dict[tuple[int, int, int], tuple[FloatArr, IntArr]] = {}
+        self._delta_cache: dict[tuple[int, int, int, int], tuple[FloatArr, IntArr]] = {}
         # fgd_cpu_excess judges nodes that would open a whole idle node by FGD's own measure
         self.whole_frag: Fragmentation | None = None
         self.whole_frag_now: FloatArr | None = None
         self.largest_task = max((shape.gpu_count for shape, _ in self.mix), default=0)
         if policy in FGD_FAMILY:
-            measures = {"fgd_cpu_aware": CpuAwareFragmentation, "fgd_cpu_excess": CpuExcessFragmentation}
+            measures: dict[str, type[Fragmentation]] = {
+                "fgd_cpu_aware": CpuAwareFragmentation,
+                "fgd_cpu_excess": CpuExcessFragmentation,
+                "fgd_fit_excess": FitExcessFragmentation,
+            }
             measure = measures.get(policy, Fragmentation)
             s = self.state
             everyone = np.arange(len(nodes))
             self.frag = measure(s, self.mix)
-            self.frag_now = self.frag.of(s.cpu, s.gpu, s.model, everyone)
-            if policy == "fgd_cpu_excess":
+            self.frag_now = self.frag.of(s.cpu, s.gpu, s.model, everyone, s.mem)
+            if policy in WHOLE_BY_FGD:
                 self.whole_frag = Fragmentation(s, self.mix)
-                self.whole_frag_now = self.whole_frag.of(s.cpu, s.gpu, s.model, everyone)
+                self.whole_frag_now = self.whole_frag.of(s.cpu, s.gpu, s.model, everyone, s.mem)
         self._scorers: dict[str, Callable[[TaskRequest, IntArr], IntArr | FloatArr]] = {
             "random": self._random,
             "bestfit": self._bestfit,
@@ -251,6 +277,7 @@ class Replay:
             "fgd_cpu_pack": self._fgd_cpu_pack,
             "fgd_cpu_aware": self._fgd_cpu_pack,  # the same scores over the CPU-aware measure (self.frag)
             "fgd_cpu_excess": self._fgd_cpu_pack,  # ... over the excess measure, FGD's for whole idle nodes
+            "fgd_fit_excess": self._fgd_cpu_pack,  # ... over the excess measure with memory
         }
 
     # -- feasibility -------------------------------------------------------------------------
@@ -310,7 +337,8 @@ class Replay:
 
     def _fgd_deltas(self, req: TaskRequest, idx: IntArr) -> FloatArr:
         """Best (fragmentation before - after) per candidate node, from the per-shape cache."""
-        key = (req.cpu_milli, req.gpu_count, req.gpu_milli)
+        memory = req.memory_mib if self.policy in MEMORY_AWARE else 0
+        key = (req.cpu_milli, req.gpu_count, req.gpu_milli, memory)
         if key not in self._delta_cache:
             n = len(self.state.nodes)
             self._delta_cache[key] = (np.zeros(n, dtype=np.float64), np.full(n, -1, dtype=np.int64))
@@ -346,6 +374,7 @@ class Replay:
         s = self.state
         gpu = np.sort(s.gpu[idx], axis=1)  # fragmentation is symmetric in the devices
         cpu_after = s.cpu[idx] - req.cpu_milli
+        mem_after = s.mem[idx] - req.memory_mib
         before = frag_now[idx]
         if req.gpu_count == 1 and req.gpu_milli < MILLI:
             first = np.ones_like(gpu, dtype=bool)
@@ -353,14 +382,14 @@ class Replay:
             rows, cols = np.nonzero(first & (gpu >= req.gpu_milli))
             after = gpu[rows].copy()
             after[np.arange(len(rows)), cols] -= req.gpu_milli
-            f_after = frag.of(cpu_after[rows], after, s.model[idx][rows], idx[rows])
+            f_after = frag.of(cpu_after[rows], after, s.model[idx][rows], idx[rows], mem_after[rows])
             delta = np.full(len(idx), -np.inf)
             np.maximum.at(delta, rows, before[rows] - f_after)
             return delta
         after = gpu.copy()
         if req.gpu_count:
             after[:, MAX_DEV - req.gpu_count :] -= MILLI  # sorted ascending: whole free devices are last
-        out: FloatArr = before - frag.of(cpu_after, after, s.model[idx], idx)
+        out: FloatArr = before - frag.of(cpu_after, after, s.model[idx], idx, mem_after)
         return out
 
     def _fgd(self, req: TaskRequest, idx: IntArr) -> IntArr:
@@ -403,8 +432,9 @@ class Replay:
         after = np.repeat(s.gpu[i : i + 1], len(options), axis=0)
         after[np.arange(len(options)), options] -= req.gpu_milli
         cpu_after = np.full(len(options), s.cpu[i] - req.cpu_milli)
+        mem_after = np.full(len(options), s.mem[i] - req.memory_mib)
         same = np.full(len(options), i)
-        deltas = frag_now[i] - frag.of(cpu_after, after, s.model[same], same)
+        deltas = frag_now[i] - frag.of(cpu_after, after, s.model[same], same, mem_after)
         scores = [fgd_int_score(float(d)) for d in deltas]
         return (int(options[scores.index(max(scores))]),)
 
@@ -436,9 +466,9 @@ class Replay:
         self.version[i] += 1
         one = np.array([i])
         if self.frag is not None and self.frag_now is not None:
-            self.frag_now[i] = self.frag.of(s.cpu[one], s.gpu[one], s.model[one], one)[0]
+            self.frag_now[i] = self.frag.of(s.cpu[one], s.gpu[one], s.model[one], one, s.mem[one])[0]
         if self.whole_frag is not None and self.whole_frag_now is not None:
-            self.whole_frag_now[i] = self.whole_frag.of(s.cpu[one], s.gpu[one], s.model[one], one)[0]
+            self.whole_frag_now[i] = self.whole_frag.of(s.cpu[one], s.gpu[one], s.model[one], one, s.mem[one])[0]
 
 
 def inflated_order(requests: Sequence[TaskRequest], capacity_milli: int, ratio: float, seed: int) -> list[int]:
@@ -476,10 +506,11 @@ def replay(
     ratio: float = 1.3,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
-    """The FGD protocol for one policy and seed; the mix of shapes comes from the original list."""
+    """The FGD protocol for one policy and seed; the mix of shapes comes from the original list
+    (for memory-aware policies each shape carries the least memory its pods ask)."""
     capacity = sum(n.gpu_count for n in nodes) * MILLI
     order = inflated_order(requests, capacity, ratio, seed)
-    mix = typical_mix(requests)
+    mix = typical_mix(requests, memory=policy in MEMORY_AWARE)
     r = Replay(nodes, policy, mix, seed)
     arrived = np.zeros(len(order) + 1, dtype=np.int64)
     allocated = np.zeros(len(order) + 1, dtype=np.int64)
@@ -503,6 +534,7 @@ __all__ = [
     "ClusterState",
     "CpuAwareFragmentation",
     "CpuExcessFragmentation",
+    "FitExcessFragmentation",
     "Fragmentation",
     "Replay",
     "ReplayResult",

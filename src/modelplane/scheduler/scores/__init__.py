@@ -18,7 +18,9 @@ node's free CPU cannot feed counts as fragment): +0.2 to +0.8 points over the pu
 lists and +0.05 on multigpu20, but 0.18-0.34 below it on multigpu30/40/50, so not the default either:
 it opens the few 128-CPU, 8-GPU nodes first, the only hosts of the 8-GPU pods asking 120 CPUs.
 ``fgd_cpu_excess`` counts only stranding beyond a node's build and leaves the choice of an idle
-whole node to FGD's measure (see its module for the figures).
+whole node to FGD's measure (see its module for the figures). ``fgd_fit_excess`` is
+``fgd_cpu_excess`` with memory tested and looked ahead on like CPU: on the multi-GPU lists GPUs were
+left idle on nodes whose memory was gone (see its module for the figures).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from modelplane.scheduler.scores import (
     fgd_cpu_aware,
     fgd_cpu_excess,
     fgd_cpu_pack,
+    fgd_fit_excess,
     fgd_plus,
     gpuclustering,
     gpupacking,
@@ -46,6 +49,7 @@ __all__ = [
     "fgd_cpu_aware",
     "fgd_cpu_excess",
     "fgd_cpu_pack",
+    "fgd_fit_excess",
     "fgd_plus",
     "gpuclustering",
     "gpupacking",

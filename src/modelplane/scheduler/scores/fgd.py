@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
@@ -45,21 +46,29 @@ def fgd_options(
     """(fragmentation before - after, devices) for each way of serving the task, in device order."""
     before = measure(cpu_left, device_free, gpu_model, mix)
     cpu_after = cpu_left - request.cpu_milli
+    return options_by(device_free, request, before, lambda after: measure(cpu_after, after, gpu_model, mix))
+
+
+def options_by(
+    device_free: Sequence[int], request: TaskRequest, before: float, after: Callable[[Sequence[int]], float]
+) -> list[tuple[float, tuple[int, ...]]]:
+    """``fgd_options`` for any measure: ``after`` is the fragmentation once the task's CPU (and
+    whatever else the measure reads) is taken, given the devices left."""
     out: list[tuple[float, tuple[int, ...]]] = []
     if is_share(request):
         for i, f in enumerate(device_free):
             if f >= request.gpu_milli:
-                after = list(device_free)
-                after[i] -= request.gpu_milli
-                out.append((before - measure(cpu_after, after, gpu_model, mix), (i,)))
+                left = list(device_free)
+                left[i] -= request.gpu_milli
+                out.append((before - after(left), (i,)))
         return out
     devices = exclusive_devices(device_free, request.gpu_count) if request.gpu_count else ()
     if len(devices) < request.gpu_count:
         return out
-    after = list(device_free)
+    left = list(device_free)
     for i in devices:
-        after[i] -= MILLI if request.gpu_milli >= MILLI else request.gpu_milli
-    out.append((before - measure(cpu_after, after, gpu_model, mix), devices))
+        left[i] -= MILLI if request.gpu_milli >= MILLI else request.gpu_milli
+    out.append((before - after(left), devices))
     return out
 
 
@@ -69,7 +78,8 @@ def fgd_int_score(delta: float) -> int:
 
 
 def _mix(ctx: ScoreContext, request: TaskRequest) -> Mix:
-    return ctx.workload_mix or [(shape_of(request), 1.0)]
+    """The context's mix, else the request alone (with its memory, which only memory-aware measures read)."""
+    return ctx.workload_mix or [(replace(shape_of(request), memory_mib=request.memory_mib), 1.0)]
 
 
 class FGDScorer:
@@ -82,15 +92,16 @@ class FGDScorer:
         """The measure this node is judged by for this request (always ``self.measure`` here)."""
         return self.measure
 
+    def options(self, free: NodeFree, request: TaskRequest, mix: Mix) -> list[tuple[float, tuple[int, ...]]]:
+        """(fragmentation before - after, devices) per way of serving the task on this node."""
+        measure = self.measure_for(free, request, mix)
+        return fgd_options(free.cpu_milli, free.device_free, free.node.gpu_model, request, mix, measure)
+
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
         if not feasible(free, request):
             return None
-        mix = _mix(ctx, request)
-        measure = self.measure_for(free, request, mix)
         best: tuple[int, tuple[int, ...]] | None = None
-        for delta, devices in fgd_options(
-            free.cpu_milli, free.device_free, free.node.gpu_model, request, mix, measure
-        ):
+        for delta, devices in self.options(free, request, _mix(ctx, request)):
             s = fgd_int_score(delta)
             if best is None or s > best[0]:
                 best = (s, devices)

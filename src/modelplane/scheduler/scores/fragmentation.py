@@ -4,12 +4,14 @@ For each expected task shape (weight = how often it occurs), the node's idle GPU
 fragmented when that task could not run there (wrong model, too little CPU, too few devices with
 enough free share); when it could, only the devices too small for it count. The node's
 fragmentation is the weighted sum. CPU-only shapes count all idle GPU share as fragment: a
-CPU-only task never uses it. Memory is not part of the measure, as in the paper.
+CPU-only task never uses it. Memory is not part of FGD's measure, as in the paper; the excess
+measure of ``fit_excess_fragmentation`` tests and feeds it like CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores._common import MILLI, model_allowed
@@ -30,18 +32,26 @@ def shape_of(request: TaskRequest) -> TaskRequest:
 
 
 def typical_mix(
-    requests: Iterable[TaskRequest], popularity: float = POPULARITY, gpu_weight: float = 0.0
+    requests: Iterable[TaskRequest],
+    popularity: float = POPULARITY,
+    gpu_weight: float = 0.0,
+    memory: bool = False,
 ) -> list[tuple[TaskRequest, float]]:
     """The most frequent shapes that together cover ``popularity`` of the tasks, weights summing to 1.
 
     ``gpu_weight`` > 0 counts a task of k whole devices as 1 + k x gpu_weight tasks (the reference's
-    ``gpuResWeight``; 0 there and here by default).
+    ``gpuResWeight``; 0 there and here by default). ``memory`` gives each shape (still keyed without
+    memory, so the same shapes and weights) the least memory any of its tasks asks, for measures
+    that test memory (``fit_excess_fragmentation``): memory then counts against a shape only where
+    none of its tasks would fit.
     """
     counts: dict[TaskRequest, float] = {}
+    least_memory: dict[TaskRequest, int] = {}
     for r in requests:
         s = shape_of(r)
         extra = r.gpu_count * gpu_weight if r.gpu_milli >= 1000 else 0.0
         counts[s] = counts.get(s, 0) + 1 + extra
+        least_memory[s] = min(least_memory.get(s, r.memory_mib), r.memory_mib)
     total = sum(counts.values())
     if total == 0:
         return []
@@ -58,6 +68,8 @@ def typical_mix(
             break
         chosen.append((s, n))
         covered += n
+    if memory:
+        chosen = [(replace(s, memory_mib=least_memory[s]), n) for s, n in chosen]
     return [(s, n / covered) for s, n in chosen]
 
 
@@ -100,29 +112,51 @@ def cpu_aware_fragmentation(
 
 
 def _fitting_and_fed(
-    cpu_left: int, device_free: Sequence[int], gpu_model: str | None, shape: TaskRequest
+    cpu_left: int,
+    device_free: Sequence[int],
+    gpu_model: str | None,
+    shape: TaskRequest,
+    mem_left: int | None = None,
 ) -> tuple[int, int] | None:
     """(devices with room for the shape, how many of them the free CPU can feed), or None when no
-    copy of the shape can run on the node (CPU-only shape, wrong model, too few devices or CPU)."""
+    copy of the shape can run on the node (CPU-only shape, wrong model, too few devices or CPU).
+    With ``mem_left``, free memory must fit and feed the copies too."""
     if shape.gpu_count == 0 or shape.gpu_milli == 0 or not model_allowed(gpu_model, shape):
         return None
     fitting = sum(1 for f in device_free if f >= shape.gpu_milli)
     if fitting < shape.gpu_count or cpu_left < shape.cpu_milli:
         return None
-    fed = fitting if shape.cpu_milli <= 0 else min(fitting, cpu_left // shape.cpu_milli * shape.gpu_count)
+    if mem_left is not None and mem_left < shape.memory_mib:
+        return None
+    copies = _copies(cpu_left, mem_left, shape)
+    fed = fitting if copies is None else min(fitting, copies * shape.gpu_count)
     return fitting, fed
 
 
-def structural_stranding(cpu_capacity: int, gpu_count: int, shape: TaskRequest) -> int:
+def _copies(cpu: int, mem: int | None, shape: TaskRequest) -> int | None:
+    """Copies of the shape that this much CPU (and memory, when given) can feed; None: unbounded."""
+    bounds = []
+    if shape.cpu_milli > 0:
+        bounds.append(cpu // shape.cpu_milli)
+    if mem is not None and shape.memory_mib > 0:
+        bounds.append(mem // shape.memory_mib)
+    return min(bounds) if bounds else None
+
+
+def structural_stranding(
+    cpu_capacity: int, gpu_count: int, shape: TaskRequest, mem_capacity: int | None = None
+) -> int:
     """Whole devices (milli) of an idle node that its full CPU could never feed with copies of ``shape``.
 
     A 96-CPU, 8-GPU node runs at most five copies of a 1-GPU task asking 18.7 CPUs: three of its
     GPUs are stranded for that shape before anything is placed. That is a property of the node's
-    build, not of any placement.
+    build, not of any placement. With ``mem_capacity`` the node's memory bounds the copies too.
     """
-    if shape.gpu_count == 0 or shape.gpu_milli == 0 or shape.cpu_milli <= 0:
+    if shape.gpu_count == 0 or shape.gpu_milli == 0:
         return 0
-    copies = cpu_capacity // shape.cpu_milli
+    copies = _copies(cpu_capacity, mem_capacity, shape)
+    if copies is None:
+        return 0
     return max(gpu_count - min(copies * shape.gpu_count, gpu_count), 0) * MILLI
 
 
@@ -144,17 +178,55 @@ def cpu_excess_fragmentation(
     the CPU-richest nodes. Here a shape's stranded share counts only beyond its structural amount
     on this node; the devices too small for the shape count as in FGD.
     """
+    return _excess_fragmentation(cpu_left, None, device_free, gpu_model, mix, cpu_capacity, None, gpu_count)
+
+
+def fit_excess_fragmentation(
+    cpu_left: int,
+    mem_left: int,
+    device_free: Sequence[int],
+    gpu_model: str | None,
+    mix: Sequence[tuple[TaskRequest, float]],
+    *,
+    cpu_capacity: int,
+    mem_capacity: int,
+    gpu_count: int,
+) -> float:
+    """``cpu_excess_fragmentation`` with memory as a second resource that feeds devices.
+
+    A shape fits only where the free memory holds one copy, and feeds only as many fitting devices
+    as free CPU and free memory both allow; stranding counts beyond what the idle node's CPU and
+    memory strand (``structural_stranding``). The openb G2 nodes (96 CPUs, 384 GiB, 8 GPUs) have
+    48 GiB per GPU while the commonest 1-GPU pod asks 48-77 GiB, the 8-GPU pods 257-320 GiB and the
+    shares 30-46 GiB each: memory, which FGD does not look at, runs out before the GPUs there.
+    """
+    return _excess_fragmentation(
+        cpu_left, mem_left, device_free, gpu_model, mix, cpu_capacity, mem_capacity, gpu_count
+    )
+
+
+def _excess_fragmentation(
+    cpu_left: int,
+    mem_left: int | None,
+    device_free: Sequence[int],
+    gpu_model: str | None,
+    mix: Sequence[tuple[TaskRequest, float]],
+    cpu_capacity: int,
+    mem_capacity: int | None,
+    gpu_count: int,
+) -> float:
+    """The excess measure; memory is tested and fed only when ``mem_left`` is given."""
     total = sum(device_free)
     largest_first = sorted(device_free, reverse=True)
     frag = 0.0
     for shape, weight in mix:
-        usable = _fitting_and_fed(cpu_left, device_free, gpu_model, shape)
+        usable = _fitting_and_fed(cpu_left, device_free, gpu_model, shape, mem_left)
         if usable is None:
             frag += weight * total
             continue
         fitting, fed = usable
         fitting_free = sum(largest_first[:fitting])
         stranded = fitting_free - sum(largest_first[:fed])
-        excess = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape), 0)
+        excess = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape, mem_capacity), 0)
         frag += weight * (total - fitting_free + excess)
     return frag
