@@ -1,4 +1,4 @@
-"""``fgd_cpu_excess`` whose look-ahead counts memory as well as CPU (candidate default score).
+"""``fgd_cpu_excess`` whose look-ahead counts memory as well as CPU (the default score).
 
 FGD asks whether a task of each typical shape still fits a node, by GPU and CPU; the node's memory
 is part of the fit filter but not of the measure. On openb that is where GPUs are lost at the end
