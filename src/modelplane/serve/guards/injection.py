@@ -674,6 +674,12 @@ class InjectionClassifier:
     # Latin-only model, chosen on CV, scored 0.816 on the held-out split (this model 0.859), so it was
     # not kept; that decision used the held-out figure, which is why the held-out split is not reused
     # to choose between these again.
+    # A cross-lingual gloss block (a hand-made lexicon of ~40 concepts in all 17 languages, each
+    # text mapped to English concept tokens, word 1-3 grams) was measured on the training split only,
+    # GroupKFold plus three shuffled group splits: mean recall at 1% FPR 0.829 against 0.824 for this
+    # model (+0.035 on GroupKFold, -0.018..+0.006 on the shuffled ones), AUC +0.003 on every split;
+    # English false positives 4 -> 8 of 730 ("pretend you are a tour guide" reads as "pretend"), so
+    # within noise and not shipped.
 
     def __init__(
         self,
