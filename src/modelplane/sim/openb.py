@@ -161,32 +161,12 @@ class Fragmentation:
         return out
 
 
-class CpuAwareFragmentation(Fragmentation):
-    """Vectorised ``scores.fragmentation.cpu_aware_fragmentation``: a shape feeds at most
-    (free CPU // its CPU) x its device count of the fitting devices, largest first."""
-
-    def of(self, cpu: IntArr, gpu: IntArr, model: IntArr, node: IntArr, mem: IntArr) -> FloatArr:
-        total = gpu.sum(axis=1)
-        largest_first = -np.sort(-gpu, axis=1)
-        zero = np.zeros((len(gpu), 1), dtype=np.int64)
-        prefix = np.concatenate([zero, np.cumsum(largest_first, axis=1)], axis=1)  # free share of the k largest
-        fits = largest_first.astype(np.int32)[:, None, :] >= self.shares[None, :, None].astype(np.int32)
-        count = fits.sum(axis=2)[:, self.share_of]  # (M, shapes) fitting devices per shape
-        copies = np.where(self.tc[None, :] > 0, cpu[:, None] // np.maximum(self.tc, 1)[None, :], MAX_DEV)
-        fed = np.minimum(count, np.minimum(copies * self.tg[None, :], MAX_DEV))
-        usable = np.take_along_axis(prefix, fed, axis=1)
-        fit = self.isgpu[None, :] & self.access[:, model].T & (count >= self.tg[None, :])
-        fit &= cpu[:, None] >= self.tc[None, :]
-        frag = np.where(fit, total[:, None] - usable, total[:, None]).astype(np.float64)
-        out: FloatArr = frag @ self.w
-        return out
-
-
 class CpuExcessFragmentation(Fragmentation):
     """Vectorised ``scores.fragmentation.cpu_excess_fragmentation``: the look-ahead's stranded share
     counts only beyond what each node's build strands while idle (``structural_stranding``)."""
 
     reads_memory = False  # memory-aware subclass: the shapes' memory is tested and feeds devices
+    structural = True  # False: all stranding counts, none is the node's build (the CPU-aware measure)
 
     def __init__(self, state: ClusterState, mix: Sequence[tuple[TaskRequest, float]]) -> None:
         super().__init__(state, mix)
@@ -196,6 +176,8 @@ class CpuExcessFragmentation(Fragmentation):
         cap_mem = np.array([n.memory_mib for n in state.nodes], dtype=np.int64)
         fed = np.minimum(self.copies(cap_cpu, cap_mem) * self.tg[None, :], MAX_DEV)
         self.base: IntArr = (np.maximum(state.ngpu[:, None] - fed, 0) * MILLI).astype(np.int64)  # (N, shapes)
+        if not self.structural:
+            self.base[:] = 0
 
     def copies(self, cpu: IntArr, mem: IntArr) -> IntArr:
         """(M, shapes): copies of each shape that free CPU (and memory) could feed, at most MAX_DEV."""
@@ -227,6 +209,14 @@ class FitExcessFragmentation(CpuExcessFragmentation):
     memory as a second resource that feeds devices, both in the fit test and in the look-ahead."""
 
     reads_memory = True
+
+
+class CpuAwareFragmentation(CpuExcessFragmentation):
+    """Vectorised ``scores.fragmentation.cpu_aware_fragmentation``: a shape feeds at most
+    (free CPU // its CPU) x its device count of the fitting devices, largest first; every device it
+    cannot feed counts, structural or not."""
+
+    structural = False
 
 
 class Replay:
@@ -425,8 +415,7 @@ class Replay:
         if not (req.gpu_count == 1 and req.gpu_milli < MILLI):
             return exclusive_devices(s.device_list(i), req.gpu_count)
         frag, frag_now = self.frag, self.frag_now
-        whole = self.whole_frag is not None and self.opens_whole_node(np.array([i]))[0]
-        if whole and self.whole_frag is not None and self.whole_frag_now is not None:
+        if self.whole_frag is not None and self.whole_frag_now is not None and self.opens_whole_node(np.array([i]))[0]:
             frag, frag_now = self.whole_frag, self.whole_frag_now
         options = np.flatnonzero(s.gpu[i, : s.ngpu[i]] >= req.gpu_milli)
         after = np.repeat(s.gpu[i : i + 1], len(options), axis=0)

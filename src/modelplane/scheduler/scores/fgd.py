@@ -88,14 +88,9 @@ class FGDScorer:
     def __init__(self, measure: Measure = node_fragmentation) -> None:
         self.measure = measure  # how fragmentation is measured (FGD's own unless a variant says)
 
-    def measure_for(self, free: NodeFree, request: TaskRequest, mix: Mix) -> Measure:
-        """The measure this node is judged by for this request (always ``self.measure`` here)."""
-        return self.measure
-
     def options(self, free: NodeFree, request: TaskRequest, mix: Mix) -> list[tuple[float, tuple[int, ...]]]:
         """(fragmentation before - after, devices) per way of serving the task on this node."""
-        measure = self.measure_for(free, request, mix)
-        return fgd_options(free.cpu_milli, free.device_free, free.node.gpu_model, request, mix, measure)
+        return fgd_options(free.cpu_milli, free.device_free, free.node.gpu_model, request, mix, self.measure)
 
     def score(self, free: NodeFree, request: TaskRequest, ctx: ScoreContext) -> tuple[float, tuple[int, ...]] | None:
         if not feasible(free, request):

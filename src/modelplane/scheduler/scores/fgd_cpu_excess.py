@@ -37,14 +37,14 @@ FGD: it is not the default.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 
 from modelplane.core.placement import NodeFree
 from modelplane.core.workload import TaskRequest
 from modelplane.scheduler.scores._common import MILLI
-from modelplane.scheduler.scores.fgd import FGDScorer, Measure, Mix
+from modelplane.scheduler.scores.fgd import FGDScorer, Mix, options_by
 from modelplane.scheduler.scores.fgd_cpu_pack import FGDCpuPackScorer
-from modelplane.scheduler.scores.fragmentation import cpu_excess_fragmentation, node_fragmentation
+from modelplane.scheduler.scores.fragmentation import excess_fragmentation, node_fragmentation
 from modelplane.scheduler.scoring import register_scorer
 
 
@@ -55,18 +55,40 @@ def opens_whole_node(free: NodeFree, mix: Mix) -> bool:
     return n > 0 and n >= largest and len(free.device_free) == n and all(f == MILLI for f in free.device_free)
 
 
-class _ExcessFGD(FGDScorer):
-    def measure_for(self, free: NodeFree, request: TaskRequest, mix: Mix) -> Measure:
+class ExcessFGD(FGDScorer):
+    """FGD's options over the excess measure (``reads_memory``: with memory, as ``fgd_fit_excess``);
+    a GPU task that would open an idle whole node is judged by FGD's own measure."""
+
+    def __init__(self, reads_memory: bool = False) -> None:
+        super().__init__(node_fragmentation)
+        self.reads_memory = reads_memory
+
+    def options(self, free: NodeFree, request: TaskRequest, mix: Mix) -> list[tuple[float, tuple[int, ...]]]:
         if request.wants_gpu and opens_whole_node(free, mix):
-            return node_fragmentation
-        return functools.partial(
-            cpu_excess_fragmentation, cpu_capacity=free.node.cpu_milli, gpu_count=free.node.gpu_count
-        )
+            return super().options(free, request, mix)
+        node = free.node
+        mem_capacity = node.memory_mib if self.reads_memory else None
+
+        def measure(cpu: int, mem: int, devices: Sequence[int]) -> float:
+            return excess_fragmentation(
+                cpu,
+                mem if self.reads_memory else None,
+                devices,
+                node.gpu_model,
+                mix,
+                cpu_capacity=node.cpu_milli,
+                gpu_count=node.gpu_count,
+                mem_capacity=mem_capacity,
+            )
+
+        before = measure(free.cpu_milli, free.memory_mib, free.device_free)
+        cpu_after, mem_after = free.cpu_milli - request.cpu_milli, free.memory_mib - request.memory_mib
+        return options_by(free.device_free, request, before, lambda left: measure(cpu_after, mem_after, left))
 
 
 class FGDCpuExcessScorer(FGDCpuPackScorer):
     name = "fgd_cpu_excess"
-    _fgd = _ExcessFGD()
+    _fgd = ExcessFGD()
 
 
 @register_scorer("fgd_cpu_excess")

@@ -40,44 +40,14 @@ look-ahead, +0.10/+0.03/+0.20; best-fit or unrounded ties between devices of a n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from modelplane.core.placement import NodeFree
-from modelplane.core.workload import TaskRequest
-from modelplane.scheduler.scores.fgd import FGDScorer, Mix, options_by
-from modelplane.scheduler.scores.fgd_cpu_excess import opens_whole_node
+from modelplane.scheduler.scores.fgd_cpu_excess import ExcessFGD
 from modelplane.scheduler.scores.fgd_cpu_pack import FGDCpuPackScorer
-from modelplane.scheduler.scores.fragmentation import fit_excess_fragmentation, node_fragmentation
 from modelplane.scheduler.scoring import register_scorer
-
-
-class _FitExcessFGD(FGDScorer):
-    def options(self, free: NodeFree, request: TaskRequest, mix: Mix) -> list[tuple[float, tuple[int, ...]]]:
-        node = free.node
-        if request.wants_gpu and opens_whole_node(free, mix):
-            return super().options(free, request, mix)  # FGD's own measure (self.measure)
-        cpu_after = free.cpu_milli - request.cpu_milli
-        mem_after = free.memory_mib - request.memory_mib
-
-        def measure(cpu: int, mem: int, devices: Sequence[int]) -> float:
-            return fit_excess_fragmentation(
-                cpu,
-                mem,
-                devices,
-                node.gpu_model,
-                mix,
-                cpu_capacity=node.cpu_milli,
-                mem_capacity=node.memory_mib,
-                gpu_count=node.gpu_count,
-            )
-
-        before = measure(free.cpu_milli, free.memory_mib, free.device_free)
-        return options_by(free.device_free, request, before, lambda left: measure(cpu_after, mem_after, left))
 
 
 class FGDFitExcessScorer(FGDCpuPackScorer):
     name = "fgd_fit_excess"
-    _fgd = _FitExcessFGD(node_fragmentation)
+    _fgd = ExcessFGD(reads_memory=True)
 
 
 @register_scorer("fgd_fit_excess")

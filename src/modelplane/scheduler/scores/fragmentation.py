@@ -102,13 +102,7 @@ def cpu_aware_fragmentation(
     per device, ``gpu_count`` devices per copy, largest devices first); the fitting devices beyond
     that count as fragment too. With CPU to spare the value equals ``node_fragmentation``.
     """
-    total = sum(device_free)
-    largest_first = sorted(device_free, reverse=True)
-    frag = 0.0
-    for shape, weight in mix:
-        usable = _fitting_and_fed(cpu_left, device_free, gpu_model, shape)
-        frag += weight * (total if usable is None else total - sum(largest_first[: usable[1]]))
-    return frag
+    return excess_fragmentation(cpu_left, None, device_free, gpu_model, mix, cpu_capacity=None, gpu_count=0)
 
 
 def _fitting_and_fed(
@@ -178,7 +172,9 @@ def cpu_excess_fragmentation(
     the CPU-richest nodes. Here a shape's stranded share counts only beyond its structural amount
     on this node; the devices too small for the shape count as in FGD.
     """
-    return _excess_fragmentation(cpu_left, None, device_free, gpu_model, mix, cpu_capacity, None, gpu_count)
+    return excess_fragmentation(
+        cpu_left, None, device_free, gpu_model, mix, cpu_capacity=cpu_capacity, gpu_count=gpu_count
+    )
 
 
 def fit_excess_fragmentation(
@@ -200,22 +196,32 @@ def fit_excess_fragmentation(
     48 GiB per GPU while the commonest 1-GPU pod asks 48-77 GiB, the 8-GPU pods 257-320 GiB and the
     shares 30-46 GiB each: memory, which FGD does not look at, runs out before the GPUs there.
     """
-    return _excess_fragmentation(
-        cpu_left, mem_left, device_free, gpu_model, mix, cpu_capacity, mem_capacity, gpu_count
+    return excess_fragmentation(
+        cpu_left,
+        mem_left,
+        device_free,
+        gpu_model,
+        mix,
+        cpu_capacity=cpu_capacity,
+        mem_capacity=mem_capacity,
+        gpu_count=gpu_count,
     )
 
 
-def _excess_fragmentation(
+def excess_fragmentation(
     cpu_left: int,
     mem_left: int | None,
     device_free: Sequence[int],
     gpu_model: str | None,
     mix: Sequence[tuple[TaskRequest, float]],
-    cpu_capacity: int,
-    mem_capacity: int | None,
+    *,
+    cpu_capacity: int | None,
     gpu_count: int,
+    mem_capacity: int | None = None,
 ) -> float:
-    """The excess measure; memory is tested and fed only when ``mem_left`` is given."""
+    """The look-ahead measures in one: memory is tested and feeds devices only when ``mem_left`` is
+    given; stranding counts beyond the idle node's own (``structural_stranding``) only when
+    ``cpu_capacity`` is given, else all of it counts (``cpu_aware_fragmentation``)."""
     total = sum(device_free)
     largest_first = sorted(device_free, reverse=True)
     frag = 0.0
@@ -227,6 +233,7 @@ def _excess_fragmentation(
         fitting, fed = usable
         fitting_free = sum(largest_first[:fitting])
         stranded = fitting_free - sum(largest_first[:fed])
-        excess = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape, mem_capacity), 0)
-        frag += weight * (total - fitting_free + excess)
+        if cpu_capacity is not None:
+            stranded = max(stranded - structural_stranding(cpu_capacity, gpu_count, shape, mem_capacity), 0)
+        frag += weight * (total - fitting_free + stranded)
     return frag
