@@ -41,7 +41,7 @@ model and the context-model candidates (``PAIR_CANDIDATES``), with the false-pos
 non-English benign pairs at each CV threshold (the language confound of the context features).
 
     PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py [--retrain] [--misses]
-    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv [--candidates NAME ...] [--misses]
+    PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv [--candidates NAME ...] [--shuffles 3] [--misses]
     PYTHONPATH=src .venv/bin/python benchmarks/guard_eval.py --cv-pairs [NAME ...]
 """
 
@@ -266,13 +266,28 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
     },
     # second pass (issue #7): the rules of SECOND_PASS_RULES (written while reading the training
     # split's CV misses, so their share of the gain is in-sample)
-    "folded+deobfuscate-view+all rules (shipped)": {
+    "folded+deobfuscate-view+all rules (shipped before the embedding)": {
         "BLOCKS": InjectionClassifier.BLOCKS,
         "SHAPE": (),
         "DEOBFUSCATE": "view",
         "RULES": DEFAULT_RULES,
     },
+    # the mean token embedding of embedding.py beside the TF-IDF blocks, at a few scales
+    **{
+        f"folded+deobfuscate-view+all rules+embedding x{scale:g}"
+        + (" (shipped)" if scale == InjectionClassifier.EMBEDDING_SCALE else ""): {
+            "BLOCKS": InjectionClassifier.BLOCKS,
+            "SHAPE": (),
+            "DEOBFUSCATE": "view",
+            "RULES": DEFAULT_RULES,
+            "EMBEDDING_SCALE": scale,
+        }
+        for scale in (0.3, 0.5, 1.0, 3.0)
+    },
 }
+# Every candidate before the embedding block leaves it out.
+for _spec in CV_CANDIDATES.values():
+    _spec.setdefault("EMBEDDING_SCALE", 0.0)
 
 
 def family_recall(samples: list[Sample], pred: np.ndarray) -> dict[str, float]:
@@ -314,7 +329,9 @@ def benign_fpr_by_language(
     return {k: f"{fp[k]}/{n[k]}" for k in sorted(n)}
 
 
-def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[str, object]:
+def cross_validation(
+    names: list[str], tail: int, misses: bool = False, shuffles: int = 0
+) -> dict[str, object]:
     """Grouped 5-fold CV of each candidate on the training split (the held-out split is not read)."""
     from sklearn.metrics import roc_auc_score
 
@@ -361,8 +378,17 @@ def cross_validation(names: list[str], tail: int, misses: bool = False) -> dict[
                 k: round(v, 3) for k, v in sorted(family_recall(train, pred).items())
             },
             "benign_fpr_by_language_at_cv_threshold": fpr_by_language,
-            "seconds": round(time.perf_counter() - t0, 1),
         }
+        if shuffles:
+            # the same CV with groups shuffled into folds (seeds 1..shuffles): one split's figure
+            # moves by about 0.01, so a choice between candidates reads the mean
+            by_split = [recall_at_fpr(combined, y, 0.01)] + [
+                recall_at_fpr(np.where(rule_hit, 1.0, cls.cv_scores(train, split_seed=k)), y, 0.01)
+                for k in range(1, shuffles + 1)
+            ]
+            out[name]["combined_recall_at_1pct_fpr_by_split"] = [round(r, 4) for r in by_split]  # type: ignore[index]
+            out[name]["combined_recall_at_1pct_fpr_mean_over_splits"] = round(float(np.mean(by_split)), 4)  # type: ignore[index]
+        out[name]["seconds"] = round(time.perf_counter() - t0, 1)  # type: ignore[index]
         if misses:
             for s, q, sc in zip(train, pred, combined, strict=True):
                 if s.label == 1 and not q:
@@ -388,7 +414,7 @@ _INVARIANT = (
 )
 _TEXT: dict[str, object] = {"BLOCKS": InjectionClassifier.BLOCKS, "SHAPE": (), "DEOBFUSCATE": "view"}
 PAIR_CANDIDATES: dict[str, tuple[bool, dict[str, object]]] = {
-    "text model (deobfuscate-view), blind to the system prompt": (False, _TEXT),
+    "text model (deobfuscate-view, embedding), blind to the system prompt": (False, _TEXT),
     "context model, all context features (shipped context model)": (True, {}),
     "context model, language-invariant context features": (True, {"DENSE_USED": _INVARIANT}),
     "context model + folded block, language-invariant context features": (
@@ -481,6 +507,12 @@ def main() -> None:
     ap.add_argument(
         "--tail", type=int, default=15, help="with --cv: how many top-scoring benign prompts to list"
     )
+    ap.add_argument(
+        "--shuffles",
+        type=int,
+        default=0,
+        help="with --cv: also run this many CVs with groups shuffled into folds and report the mean",
+    )
     a = ap.parse_args()
     if a.cv_pairs is not None:
         names = a.cv_pairs or list(PAIR_CANDIDATES)
@@ -489,7 +521,11 @@ def main() -> None:
     if a.cv:
         print(
             json.dumps(
-                {"benchmark": "guard_eval_cv", **cross_validation(a.candidates, a.tail, a.misses)}, indent=1
+                {
+                    "benchmark": "guard_eval_cv",
+                    **cross_validation(a.candidates, a.tail, a.misses, a.shuffles),
+                },
+                indent=1,
             )
         )
         return

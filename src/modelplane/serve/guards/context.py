@@ -13,7 +13,8 @@ lifted recall at 1% FPR from 0.656 to 0.721, but on the held-out split the conte
 than the text model on the same pairs (``benchmarks/guard_eval.py``, ``with_system_prompt``): the
 character similarities also measure "same language as the system prompt", and non-English benign
 requests are still rare next to the translated attacks. Lexical overlap cannot see that an
-omelette is a recipe; that needs a semantic model, which this guard may not fetch.
+omelette is a recipe; that needs a semantic model. The one the text model reads (``embedding.py``,
+shipped inside a pip package) is English-centric and this context model does not use it.
 Re-measured for issue #7 (``benchmarks/guard_eval.py --cv-pairs``, grouped CV on the training
 pairs only, all with the rules): the text model with de-obfuscation still beats every context
 variant, including one with only language-invariant features (whether the request repeats the

@@ -7,7 +7,9 @@ word-bounded, so it reads the 17 languages of the machine-translated attacks wit
 word n-grams (1-3, which carry phrasing such as "as your creator" or "for a hypothetical
 discussion" that character grams blur), and character n-grams of the text folded to Latin letters
 (``textgrams.fold_to_latin``: a loanword such as "password" or "instructions" then shares grams
-across scripts). The format can also carry language-agnostic shape features (``shape.py``); the
+across scripts), plus the prompt's mean token embedding from a sentence-similarity model that ships
+inside a pip package (``embedding.py``: it brings paraphrases of an attack near each other, which
+n-grams cannot). The format can also carry language-agnostic shape features (``shape.py``); the
 shipped model uses none (see ``InjectionClassifier.SHAPE``). Encoded or disguised spans (base64,
 hex, binary, Morse, ROT13 and other shifts, reversed text, leetspeak, spaced-out letters, invisible
 and look-alike characters) are decoded first (``deobfuscate.py``), and the model is trained on and
@@ -43,6 +45,7 @@ from modelplane.serve.guards.base import Action, GuardDecision
 from modelplane.serve.guards.benign import benign_prompts
 from modelplane.serve.guards.context import DENSE_FEATURES, SystemPromptContext, common_words
 from modelplane.serve.guards.deobfuscate import deobfuscate
+from modelplane.serve.guards.embedding import EmbeddingBlock, TokenEmbedding
 from modelplane.serve.guards.shape import ALL_FEATURES as SHAPE_FEATURES
 from modelplane.serve.guards.shape import shape_features
 from modelplane.serve.guards.textgrams import WORD_TOKEN, char_wb_ngrams, fold_to_latin, word_ngrams
@@ -57,10 +60,13 @@ CYBERSECEVAL_FILES = ("prompt_injection.json", "prompt_injection_multilingual_ma
 # silently scoring it without the parts it does not know.
 # /5 adds the de-obfuscation mode (deobfuscate.py); a model that does not use it is still written as
 # /4 or /3, and a reader of /4 refuses a /5 file rather than scoring it without decoding.
-FORMAT = "modelplane-injection-tfidf-lr/5"
+# /6 adds the token-embedding block (embedding.py); a model without it is still written as /5 or
+# below, and a reader of /5 refuses a /6 file rather than scoring it without the block.
+FORMAT = "modelplane-injection-tfidf-lr/6"
+_FORMAT_5 = "modelplane-injection-tfidf-lr/5"
 _FORMAT_4 = "modelplane-injection-tfidf-lr/4"
 _FORMAT_3 = "modelplane-injection-tfidf-lr/3"
-_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, _FORMAT_4, FORMAT)
+_READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, _FORMAT_4, _FORMAT_5, FORMAT)
 
 # High-precision phrasings of known attack families; the regex-only baseline in
 # benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
@@ -611,6 +617,9 @@ class FeatureBlock:
 class InjectionClassifier:
     """Logistic regression over char and word TF-IDF blocks, (de)serialised as JSON.
 
+    The text-only model also weighs the prompt's mean token embedding (``embedding.py``), scaled by
+    ``EMBEDDING_SCALE`` so that its 256 dense columns do not outweigh the sparse blocks under one C.
+
     A context model (``dense_coef`` set) adds the features of the deployment's system prompt
     (``context.py``): a TF-IDF block over the request's words that occur in the system prompt and
     the dense similarities; it is scored with the system prompt's ``SystemPromptContext``.
@@ -680,6 +689,16 @@ class InjectionClassifier:
     # model (+0.035 on GroupKFold, -0.018..+0.006 on the shuffled ones), AUC +0.003 on every split;
     # English false positives 4 -> 8 of 730 ("pretend you are a tour guide" reads as "pretend"), so
     # within noise and not shipped.
+    # The text-only model's mean token embedding (embedding.py), times this scale, beside the TF-IDF
+    # blocks; 0 leaves it out. Chosen on the training split only, GroupKFold plus three shuffled
+    # group 5-fold splits, recall at 1% FPR with all rules (benchmarks/guard_eval.py --cv): without
+    # it 0.821 / 0.831 / 0.821 / 0.821 (mean 0.823); scale 0.3 mean 0.835, 0.5 0.837 (0.844 / 0.842 /
+    # 0.824 / 0.836: higher on each split, on English and on translated attacks alike, English benign
+    # false positives 6 -> 5 of 815 on GroupKFold), 0.6 0.834, 1.0 0.835 (AUC 0.973 -> 0.969),
+    # 1.5 0.821, 3.0 0.766. The AUC moves by -0.002 at 0.5. The context model does not use it.
+    # The held-out split, run once after this choice: recall at 1% FPR 0.864 -> 0.880, AUC 0.9835
+    # -> 0.9842.
+    EMBEDDING_SCALE = 0.5
 
     def __init__(
         self,
@@ -690,6 +709,7 @@ class InjectionClassifier:
         common: frozenset[str] = frozenset(),
         shape: tuple[tuple[str, float], ...] | None = None,
         deobfuscate: str = "off",
+        embedding: EmbeddingBlock | None = None,
     ) -> None:
         if deobfuscate not in self.DEOBFUSCATE_MODES:
             raise ModelValidationFailed(
@@ -717,6 +737,8 @@ class InjectionClassifier:
         self.shape_names = tuple(n for n, _ in shape or ())
         self.shape_coef = tuple(w for _, w in shape or ())
         self.deobfuscate = deobfuscate
+        self.embedding = embedding
+        self._embedder = embedding.embedder() if embedding is not None else None
         self._sklearn: list[Any] | None = None
 
     @property
@@ -745,6 +767,8 @@ class InjectionClassifier:
             z += sum(
                 w * v for w, v in zip(self.shape_coef, shape_features(text, self.shape_names), strict=True)
             )
+        if self.embedding is not None and self._embedder is not None:
+            z += self.embedding.scale * float(self._embedder.embed(text) @ self.embedding.coef)
         return z
 
     def score(self, text: str, context: SystemPromptContext | None = None) -> float:
@@ -799,6 +823,8 @@ class InjectionClassifier:
             z += np.asarray(vec.transform(texts) @ b.coef).ravel()
         if self.shape_names:
             z += np.array([shape_features(t, self.shape_names) for t in texts]) @ np.asarray(self.shape_coef)
+        if self.embedding is not None and self._embedder is not None:
+            z += self.embedding.scale * (self._embedder.embed_many(texts) @ self.embedding.coef)
         return z
 
     @classmethod
@@ -814,6 +840,7 @@ class InjectionClassifier:
         tuple[float, ...] | None,
         frozenset[str],
         tuple[tuple[str, float], ...] | None,
+        EmbeddingBlock | None,
     ]:
         text_mod = require("sklearn.feature_extraction.text", package="scikit-learn")
         lm = require("sklearn.linear_model", package="scikit-learn")
@@ -855,6 +882,9 @@ class InjectionClassifier:
         shape_names = cls.SHAPE if system_prompts is None else ()
         if shape_names:
             mats.append(sparse.csr_matrix(np.array([shape_features(t, shape_names) for t in texts])))
+        embedder = TokenEmbedding.load() if cls.EMBEDDING_SCALE and system_prompts is None else None
+        if embedder is not None:
+            mats.append(sparse.csr_matrix(embedder.embed_many(texts) * cls.EMBEDDING_SCALE))
         x = sparse.hstack(mats).tocsr()
         clf = lm.LogisticRegression(C=cls.C, class_weight="balanced", max_iter=3000, random_state=seed)
         clf.fit(x, y)
@@ -873,9 +903,16 @@ class InjectionClassifier:
                 )
             )
             at += n
-        dense = tuple(float(w) for w in coef[at:]) if system_prompts is not None else None
-        shape = tuple(zip(shape_names, (float(w) for w in coef[at:]), strict=True)) if shape_names else None
-        return blocks, float(clf.intercept_[0]), dense, common, shape
+        dense = None
+        if system_prompts is not None:
+            dense = tuple(float(w) for w in coef[at : at + len(DENSE_FEATURES)])
+            at += len(DENSE_FEATURES)
+        shape = tuple(zip(shape_names, (float(w) for w in coef[at : at + len(shape_names)]), strict=True))
+        at += len(shape_names)
+        embedding = None
+        if embedder is not None:
+            embedding = EmbeddingBlock(cls.EMBEDDING_SCALE, coef[at : at + embedder.dim], embedder.sha256)
+        return blocks, float(clf.intercept_[0]), dense, common, shape or None, embedding
 
     @classmethod
     def train(
@@ -889,25 +926,29 @@ class InjectionClassifier:
         cv_scores = cls.cv_scores(samples, seed=seed, context=context)
         benign = np.sort(cv_scores[y == 0])
         threshold = float(np.quantile(benign, 1.0 - target_fpr, method="higher")) + 1e-6
-        blocks, b0, dense, common, shape = cls._fit(texts, y, seed, prompts)
-        return cls(blocks, b0, threshold, dense, common, shape, cls._deobfuscate_mode(context))
+        blocks, b0, dense, common, shape, emb = cls._fit(texts, y, seed, prompts)
+        return cls(blocks, b0, threshold, dense, common, shape, cls._deobfuscate_mode(context), emb)
 
     @classmethod
-    def cv_scores(cls, samples: list[Sample], *, seed: int = 0, context: bool = False) -> np.ndarray:
+    def cv_scores(
+        cls, samples: list[Sample], *, seed: int = 0, context: bool = False, split_seed: int | None = None
+    ) -> np.ndarray:
         """Out-of-fold probabilities of grouped 5-fold CV over ``samples`` (GroupKFold by group, so
-        an attack's translations stay in one fold). Thresholds and every choice of features and
-        hyperparameters are made on these, on the training split only."""
+        an attack's translations stay in one fold; groups shuffled into folds by ``split_seed``
+        when given). Thresholds and every choice of features and hyperparameters are made on these,
+        on the training split only."""
         ms = require("sklearn.model_selection", package="scikit-learn")
         texts = [s.text for s in samples]
         prompts = [s.system_prompt for s in samples] if context else None
         y = np.array([s.label for s in samples])
         groups = [s.group for s in samples]
         out = np.zeros(len(texts))
-        for tr, te in ms.GroupKFold(n_splits=5).split(texts, y, groups):
+        folds = ms.GroupKFold(n_splits=5, shuffle=split_seed is not None, random_state=split_seed)
+        for tr, te in folds.split(texts, y, groups):
             sub = [prompts[i] for i in tr] if prompts is not None else None
-            blocks, b0, dense, common, shape = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
+            blocks, b0, dense, common, shape, emb = cls._fit([texts[i] for i in tr], y[tr], seed, sub)
             held = [prompts[i] for i in te] if prompts is not None else None
-            fold_clf = cls(blocks, b0, 0.5, dense, common, shape, cls._deobfuscate_mode(context))
+            fold_clf = cls(blocks, b0, 0.5, dense, common, shape, cls._deobfuscate_mode(context), emb)
             out[te] = fold_clf.scores([texts[i] for i in te], held)
         return out
 
@@ -917,8 +958,9 @@ class InjectionClassifier:
 
     def to_json(self) -> str:
         v4 = self.shape is not None or any(b.analyzer == "char_wb_folded" for b in self.blocks)
+        fmt = _FORMAT_5 if self.deobfuscate != "off" else _FORMAT_4 if v4 else _FORMAT_3
         d: dict[str, Any] = {
-            "format": FORMAT if self.deobfuscate != "off" else _FORMAT_4 if v4 else _FORMAT_3,
+            "format": FORMAT if self.embedding is not None else fmt,
             "blocks": [b.to_dict() for b in self.blocks],
             "intercept": self.intercept,
             "threshold": self.threshold,
@@ -933,6 +975,8 @@ class InjectionClassifier:
             d["shape"] = {"features": list(self.shape_names), "coef": [round(w, 6) for w in self.shape_coef]}
         if self.deobfuscate != "off":
             d["deobfuscate"] = self.deobfuscate
+        if self.embedding is not None:
+            d["embedding"] = self.embedding.to_dict()
         return json.dumps(d, ensure_ascii=False)
 
     @classmethod
@@ -969,6 +1013,7 @@ class InjectionClassifier:
             common,
             shape,
             str(d.get("deobfuscate", "off")),
+            EmbeddingBlock.from_dict(d["embedding"]) if "embedding" in d else None,
         )
 
     @classmethod
