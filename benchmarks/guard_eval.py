@@ -284,8 +284,19 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
         }
         for scale in (0.3, 0.5, 1.0, 3.0)
     },
+    **{
+        f"folded+deobfuscate-view+all rules+embedding x0.5 C={c:g}": {
+            "BLOCKS": InjectionClassifier.BLOCKS,
+            "SHAPE": (),
+            "DEOBFUSCATE": "view",
+            "RULES": DEFAULT_RULES,
+            "EMBEDDING_SCALE": 0.5,
+            "C": c,
+        }
+        for c in (5.0, 20.0)
+    },
 }
-# Every candidate before the embedding block leaves it out.
+# Every candidate that does not name a scale came before the embedding block, and leaves it out.
 for _spec in CV_CANDIDATES.values():
     _spec.setdefault("EMBEDDING_SCALE", 0.0)
 
