@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(STAMP_UP): $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[train,sim]'
+	$(PIP) install -q -c constraints.txt -e '.[train,sim,serve]'
 	@touch $@
 
 $(STAMP_TEST): $(BIN)/python pyproject.toml constraints.txt
