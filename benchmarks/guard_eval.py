@@ -272,28 +272,22 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
         "DEOBFUSCATE": "view",
         "RULES": DEFAULT_RULES,
     },
-    # the mean token embedding of embedding.py beside the TF-IDF blocks, at a few scales
+    # the mean token embedding of embedding.py beside the TF-IDF blocks, at a few scales and, at the
+    # shipped scale, two more values of C
     **{
         f"folded+deobfuscate-view+all rules+embedding x{scale:g}"
-        + (" (shipped)" if scale == InjectionClassifier.EMBEDDING_SCALE else ""): {
+        + (f" C={c:g}" if c != InjectionClassifier.C else "")
+        + (
+            " (shipped)" if (scale, c) == (InjectionClassifier.EMBEDDING_SCALE, InjectionClassifier.C) else ""
+        ): {
             "BLOCKS": InjectionClassifier.BLOCKS,
             "SHAPE": (),
             "DEOBFUSCATE": "view",
             "RULES": DEFAULT_RULES,
             "EMBEDDING_SCALE": scale,
-        }
-        for scale in (0.3, 0.5, 1.0, 3.0)
-    },
-    **{
-        f"folded+deobfuscate-view+all rules+embedding x0.5 C={c:g}": {
-            "BLOCKS": InjectionClassifier.BLOCKS,
-            "SHAPE": (),
-            "DEOBFUSCATE": "view",
-            "RULES": DEFAULT_RULES,
-            "EMBEDDING_SCALE": 0.5,
             "C": c,
         }
-        for c in (5.0, 20.0)
+        for scale, c in ((0.3, 10.0), (0.5, 10.0), (1.0, 10.0), (3.0, 10.0), (0.5, 5.0), (0.5, 20.0))
     },
 }
 # Every candidate that does not name a scale came before the embedding block, and leaves it out.

@@ -63,14 +63,15 @@ class TokenEmbedding:
         tokenizers = require("tokenizers", package="wordllama")
         safetensors_numpy = require("safetensors.numpy", package="wordllama")
         raw = weights_path.read_bytes()
-        table = safetensors_numpy.load(raw)["embedding.weight"].astype(np.float64)
+        # kept as stored (float16, 16 MB): each request widens only its own rows to float64
+        table = safetensors_numpy.load(raw)["embedding.weight"]
         return cls(
             tokenizers.Tokenizer.from_file(str(tokenizer_path)), table, hashlib.sha256(raw).hexdigest()
         )
 
     def embed(self, text: str) -> np.ndarray:
         ids: list[int] = self.tokenizer.encode(text).ids
-        v: np.ndarray = self.table[ids].mean(axis=0)
+        v: np.ndarray = self.table[ids].astype(np.float64).mean(axis=0)
         norm = float(np.linalg.norm(v))
         return v / norm if norm > 0 else v
 
