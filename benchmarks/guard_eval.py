@@ -63,6 +63,7 @@ from modelplane.serve.guards.injection import (
     DEFAULT_CONTEXT_MODEL_PATH,
     DEFAULT_RULES,
     FAMILY_RULES,
+    SECOND_PASS_RULES,
     InjectionClassifier,
     InjectionFilter,
     Sample,
@@ -178,6 +179,7 @@ def with_system_prompt(text_clf: InjectionClassifier, ctx_clf: InjectionClassifi
             if english_attack.any()
             else None,
             "goal_met": bool(conf["recall"] >= 0.9 and conf["false_positive_rate"] <= 0.01),
+            "by_risk_category": recall_at_fpr_by_risk(test, score),
             **latency(wall, cpu),
         }
         print(f"with_system_prompt/{name}: done", file=sys.stderr)
@@ -203,6 +205,7 @@ def with_system_prompt(text_clf: InjectionClassifier, ctx_clf: InjectionClassifi
 
 
 _FIRST_RULES = BASE_RULES + FAMILY_RULES  # the rules before the second pass
+_SECOND_RULES = _FIRST_RULES + SECOND_PASS_RULES  # the rules before the third pass
 _OLD_BLOCKS = InjectionClassifier.CONTEXT_BLOCKS  # the text model's blocks before the folded one
 _STRUCTURE = ("latin_share", "mixed_scripts", "newlines", "quotes", "imperative_lines", "colons")
 CV_CANDIDATES: dict[str, dict[str, object]] = {
@@ -270,7 +273,7 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
         "BLOCKS": InjectionClassifier.BLOCKS,
         "SHAPE": (),
         "DEOBFUSCATE": "view",
-        "RULES": DEFAULT_RULES,
+        "RULES": _SECOND_RULES,
     },
     # the mean token embedding of embedding.py beside the TF-IDF blocks, at a few scales and, at the
     # shipped scale, two more values of C
@@ -278,21 +281,54 @@ CV_CANDIDATES: dict[str, dict[str, object]] = {
         f"folded+deobfuscate-view+all rules+embedding x{scale:g}"
         + (f" C={c:g}" if c != InjectionClassifier.C else "")
         + (
-            " (shipped)" if (scale, c) == (InjectionClassifier.EMBEDDING_SCALE, InjectionClassifier.C) else ""
+            " (shipped before the third pass)"
+            if (scale, c) == (InjectionClassifier.EMBEDDING_SCALE, InjectionClassifier.C)
+            else ""
         ): {
             "BLOCKS": InjectionClassifier.BLOCKS,
             "SHAPE": (),
             "DEOBFUSCATE": "view",
-            "RULES": DEFAULT_RULES,
+            "RULES": _SECOND_RULES,
             "EMBEDDING_SCALE": scale,
             "C": c,
         }
         for scale, c in ((0.3, 10.0), (0.5, 10.0), (1.0, 10.0), (3.0, 10.0), (0.5, 5.0), (0.5, 20.0))
     },
+    # third pass (issue #7): THIRD_PASS_RULES beside the others; the same model. Their training-split
+    # gain is in-sample for the multilingual ones, written while reading that split's CV misses.
+    "folded+deobfuscate-view+all rules+embedding x0.5+third pass (shipped)": {
+        "BLOCKS": InjectionClassifier.BLOCKS,
+        "SHAPE": (),
+        "DEOBFUSCATE": "view",
+        "RULES": DEFAULT_RULES,
+        "EMBEDDING_SCALE": InjectionClassifier.EMBEDDING_SCALE,
+    },
 }
 # Every candidate that does not name a scale came before the embedding block, and leaves it out.
 for _spec in CV_CANDIDATES.values():
     _spec.setdefault("EMBEDDING_SCALE", 0.0)
+
+
+def recall_at_fpr_by_risk(
+    samples: list[Sample], scores: np.ndarray, fpr: float = 0.01
+) -> dict[str, dict[str, float]]:
+    """Recall at ``fpr`` within each CyberSecEval risk category, against the same benign prompts.
+
+    Logic-violating attacks break a topic or format rule of their system prompt, often with an
+    ordinary request ("how do I make moussaka?" to a deployment told not to give recipes), which a
+    filter that reads the request alone cannot tell from the same request sent elsewhere; the
+    split shows how much of the gap they are. The threshold comes from the benign side only, so it
+    is the same for both categories.
+    """
+    y = np.array([s.label for s in samples])
+    out = {}
+    for risk in sorted({s.risk for s in samples if s.label == 1}):
+        keep = np.array([s.label == 0 or s.risk == risk for s in samples])
+        out[risk] = {
+            "attacks": int(y[keep].sum()),
+            "recall_at_1pct_fpr": round(recall_at_fpr(scores[keep], y[keep], fpr), 4),
+        }
+    return out
 
 
 def family_recall(samples: list[Sample], pred: np.ndarray) -> dict[str, float]:
@@ -382,6 +418,7 @@ def cross_validation(
             "combined_recall_by_family_at_cv_threshold": {
                 k: round(v, 3) for k, v in sorted(family_recall(train, pred).items())
             },
+            "combined_by_risk_category": recall_at_fpr_by_risk(train, combined),
             "benign_fpr_by_language_at_cv_threshold": fpr_by_language,
         }
         if shuffles:
@@ -595,6 +632,7 @@ def main() -> None:
     result["combined_recall_by_family"] = {
         k: round(v, 3) for k, v in sorted(family_recall(test, pred).items())
     }
+    result["combined_by_risk_category"] = recall_at_fpr_by_risk(test, scores["combined"])
     r = result["regex"]["held_out_at_threshold"]  # type: ignore[index]
     result["combined_vs_regex"] = {
         "recall_ratio": round(comb["recall"] / r["recall"], 3) if r["recall"] else None
