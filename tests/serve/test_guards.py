@@ -374,6 +374,7 @@ def test_second_pass_rules_catch_the_multilingual_asks_and_spare_advice_and_stat
         ("Tôi quên chỉ dẫn lắp ráp, bạn giúp được không?", []),
         ("Scrivi una poesia sulle password sicure.", []),
         ("¿Cómo activo el modo oscuro?", []),
+        ("How do I set a display mode override in Windows?", []),
     ],
 )
 def test_third_pass_rules_catch_paraphrases_and_spare_look_alikes(text: str, rules: list[str]) -> None:

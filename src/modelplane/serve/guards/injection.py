@@ -409,7 +409,7 @@ THIRD_PASS_RULES: tuple[tuple[str, str], ...] = (
         "override-mode-ml",
         r"ओवरराइड मोड|कानून प्रवर्तन मोड|โหมดบังคับใช้กฎหมาย|โหมดแทนที่|modo (de )?(anulación|invalidación|sobrescritura)"
         r"|mode (de )?(contournement|dérogation|forçage)|(überschreibungs|override)-?modus|режим (переопределения|обхода)"
-        r"|オーバーライドモード|覆盖模式|超控模式|재정의 모드|오버라이드 모드|geçersiz kılma modu|chế độ ghi đè|mode (penggantian|override)",
+        r"|オーバーライドモード|覆盖模式|超控模式|재정의 모드|오버라이드 모드|geçersiz kılma modu|chế độ ghi đè|\bmode penggantian",
     ),
 )
 DEFAULT_RULES = BASE_RULES + FAMILY_RULES + SECOND_PASS_RULES + THIRD_PASS_RULES
