@@ -72,11 +72,14 @@ _READABLE_FORMATS = ("modelplane-injection-tfidf-lr/2", _FORMAT_3, _FORMAT_4, _F
 # benchmarks/guard_eval.py. Each rule must stay silent on the benign set's training part (checked
 # by tests/serve/test_guards.py): a rule hit blocks whatever the classifier says.
 _NEG = r"(?<!\bnot )(?<!\bnever )(?<!n't )(?<!\bno )"  # "do not reveal the password" is an instruction, not an attack
+# Words the base rules and the third-pass rules share ("ignore the previous ...", "reveal the ...").
+_PREVIOUS = r"previous|prior|above|earlier|preceding|initial|original|foregoing|former"
+_REVEAL = r"reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell"
 BASE_RULES: tuple[tuple[str, str], ...] = (
     (
         "ignore-instructions",
         r"\b(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+)?(of\s+)?(the\s+|your\s+|these\s+|those\s+)?"
-        r"(previous|prior|above|earlier|preceding|initial|original|foregoing|former)\s+(\w+\s+)?"
+        r"(" + _PREVIOUS + r")\s+(\w+\s+)?"
         r"(instructions?|rules|directions|directives|guidelines|prompts?|commands|constraints|context|programming)\b"
         r"|\b(ignore|disregard|forget)\s+(all\s+|any\s+)?(of\s+)?your\s+(\w+\s+)?(instructions?|rules|guidelines|directives|programming|training)\b"
         r"|\b(ignore|disregard|forget)\s+(everything|all)\s+(you('ve| have)\s+been\s+told|(that\s+)?(i|we)\s+(said|told\s+you)\s+before)\b",
@@ -110,8 +113,7 @@ BASE_RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "exfiltrate-prompt",
-        _NEG
-        + r"\b(reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell)\s+(me\s+|us\s+)?(your|the)\s+(\w+\s+)?"
+        _NEG + r"\b(" + _REVEAL + r")\s+(me\s+|us\s+)?(your|the)\s+(\w+\s+)?"
         r"(system prompt|initial prompt|hidden instructions|secret key|secret password|password|passcode|instructions)\b"
         r"|\bwhat(?:'s| is| was) (your|the) (secret key|secret password|password|passcode|hidden instructions|initial prompt)\b",
     ),
@@ -355,7 +357,6 @@ _NEW_ORDERS = r"guidance|restrictions|briefing|system\s+prompt|safeguards|guardr
 _ORDERS = (
     r"instructions?|guidelines?|directions|directives?|rules|prompts?|constraints|programming|" + _NEW_ORDERS
 )
-_PREVIOUS = r"previous|prior|above|earlier|preceding|initial|original|foregoing|former"
 
 
 def _set_aside(verbs: str, orders: str) -> str:
@@ -368,7 +369,6 @@ def _set_aside(verbs: str, orders: str) -> str:
 
 
 _SHARE = r"provide|divulge|hand\s+over|pass\s+(me\s+)?along|let\s+me\s+(know|have|see)|read\s+out|type\s+out|write\s+(out|down)"
-_REVEAL = r"reveal|show|print|repeat|output|tell|give|leak|disclose|share|send|spell"
 _NEW_SECRETS = r"passphrase|pass\s+phrase|secret\s+(word|phrase|code|passphrase)|access\s+code|passkey"
 _SECRETS = (
     r"secret\s+(key|password)|passcode|password|system\s+prompt|hidden\s+instructions|initial\s+prompt|"
